@@ -1,0 +1,85 @@
+# Trellis developer entry points. `make up` and `make test` set up everything they need.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+K8S_VERSION    := v1.35.4
+HELM_VERSION   := v3.21.4
+SANITY_VERSION := v5.4.0
+CSI_SPEC       := v1.12.0
+
+VENV   := .venv
+PY     := $(VENV)/bin/python
+BIN    := $(CURDIR)/bin
+export GOTOOLCHAIN := local
+export GOFLAGS     := -mod=mod
+export PATH        := $(BIN):$(CURDIR)/$(VENV)/bin:$(PATH)
+
+K8S_MINOR := $(word 2,$(subst ., ,$(K8S_VERSION)))
+LDFLAGS := -s -w -X k8s.io/component-base/version.gitVersion=$(K8S_VERSION) \
+	-X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$(K8S_MINOR) \
+	-X k8s.io/component-base/version.gitTreeState=clean
+
+PYTEST_ARGS ?=
+
+.PHONY: help up down status test unit lint crds tools sysdeps venv bench clean
+help:
+	@echo "make up     - start control plane, simulators, operators and CSI driver with the examples"
+	@echo "make test   - set everything up and run the whole test suite"
+	@echo "make lint   - ruff + mypy"
+	@echo "make crds   - regenerate crds/ and the chart's CRDs from the pydantic models"
+	@echo "make down   - stop what 'make up' started"
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+venv: $(VENV)/.installed
+
+# Debian packages for the real components the tests drive (root, apt).
+build/.sysdeps: hack/install-deps.sh
+	bash hack/install-deps.sh
+	mkdir -p build && touch $@
+sysdeps: build/.sysdeps
+
+$(BIN)/trellis-testenv: hack/testenv/go.mod hack/testenv/go.sum $(wildcard hack/testenv/*.go)
+	mkdir -p $(BIN)
+	cd hack/testenv && CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/trellis-testenv .
+$(BIN)/kubectl: $(BIN)/trellis-testenv
+	ln -sf trellis-testenv $@
+$(BIN)/helm:
+	GOBIN=$(BIN) CGO_ENABLED=0 go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+$(BIN)/csi-sanity:
+	GOBIN=$(BIN) CGO_ENABLED=0 go install github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity@$(SANITY_VERSION)
+build/proto/csi.proto: hack/csi-proto.sh
+	bash hack/csi-proto.sh $(CSI_SPEC) build/proto
+tools: $(BIN)/trellis-testenv $(BIN)/kubectl $(BIN)/helm $(BIN)/csi-sanity build/proto/csi.proto
+
+crds: venv
+	$(PY) -m trellis.crdgen --out crds --chart charts/trellis/crds
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy trellis operators csi hack/rossim
+
+test: venv sysdeps tools
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: venv
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+up: venv sysdeps tools
+	bash hack/up.sh
+
+down:
+	bash hack/up.sh --down
+
+status:
+	bash hack/up.sh --status
+
+bench: venv sysdeps tools
+	bash hack/bench/run-all.sh
+
+clean:
+	rm -rf build .run

@@ -1,0 +1,1 @@
+"""Shared pieces every Trellis operator uses: conditions, kopf settings, status writes."""
