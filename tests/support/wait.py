@@ -33,7 +33,7 @@ def wait_for(
             if value:
                 return value
             last_value = value
-        except Exception as exc:  # noqa: BLE001 - retried until the deadline
+        except Exception as exc:
             last_error = exc
         if time.monotonic() >= deadline:
             detail = f"last error: {last_error!r}" if last_error else f"last value: {last_value!r}"
