@@ -9,10 +9,10 @@ CSI_SPEC       := v1.12.0
 
 VENV   := .venv
 PY     := $(VENV)/bin/python
-BIN    := $(CURDIR)/bin
+BIN    := bin
 export GOTOOLCHAIN := local
 export GOFLAGS     := -mod=mod
-export PATH        := $(BIN):$(CURDIR)/$(VENV)/bin:$(PATH)
+export PATH        := $(CURDIR)/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 
 K8S_MINOR := $(word 2,$(subst ., ,$(K8S_VERSION)))
 LDFLAGS := -s -w -X k8s.io/component-base/version.gitVersion=$(K8S_VERSION) \
@@ -44,13 +44,13 @@ sysdeps: build/.sysdeps
 
 $(BIN)/trellis-testenv: hack/testenv/go.mod hack/testenv/go.sum $(wildcard hack/testenv/*.go)
 	mkdir -p $(BIN)
-	cd hack/testenv && CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/trellis-testenv .
+	cd hack/testenv && CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o $(CURDIR)/$@ .
 $(BIN)/kubectl: $(BIN)/trellis-testenv
 	ln -sf trellis-testenv $@
 $(BIN)/helm:
-	GOBIN=$(BIN) CGO_ENABLED=0 go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	GOBIN=$(CURDIR)/$(BIN) CGO_ENABLED=0 go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 $(BIN)/csi-sanity:
-	GOBIN=$(BIN) CGO_ENABLED=0 go install github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity@$(SANITY_VERSION)
+	GOBIN=$(CURDIR)/$(BIN) CGO_ENABLED=0 go install github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity@$(SANITY_VERSION)
 build/proto/csi.proto: hack/csi-proto.sh
 	bash hack/csi-proto.sh $(CSI_SPEC) build/proto
 tools: $(BIN)/trellis-testenv $(BIN)/kubectl $(BIN)/helm $(BIN)/csi-sanity build/proto/csi.proto

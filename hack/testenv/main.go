@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
@@ -18,7 +19,6 @@ import (
 	"math/big"
 	"net"
 	"net/http"
-	"crypto/tls"
 	"net/url"
 	"os"
 	"os/exec"
@@ -35,6 +35,7 @@ import (
 	_ "k8s.io/component-base/metrics/prometheus/clientgo"
 	_ "k8s.io/component-base/metrics/prometheus/version"
 	kubectlcmd "k8s.io/kubectl/pkg/cmd"
+	cmdutil "k8s.io/kubectl/pkg/cmd/util"
 	apiserverapp "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	kcmapp "k8s.io/kubernetes/cmd/kube-controller-manager/app"
 	_ "time/tzdata"
@@ -52,7 +53,10 @@ func main() {
 	switch name {
 	case "kubectl":
 		os.Args = append([]string{"kubectl"}, args...)
-		os.Exit(cli.RunNoErrOutput(kubectlcmd.NewDefaultKubectlCommand()))
+		if err := cli.RunNoErrOutput(kubectlcmd.NewDefaultKubectlCommand()); err != nil {
+			cmdutil.CheckErr(err)
+		}
+		os.Exit(0)
 	case "apiserver":
 		cmd := apiserverapp.NewAPIServerCommand()
 		cmd.SetArgs(args)
