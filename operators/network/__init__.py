@@ -1,0 +1,1 @@
+"""Network operator: IPAM, DHCP reservations, RouterOS sync and managed dnsmasq."""
