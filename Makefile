@@ -51,9 +51,11 @@ $(BIN)/helm:
 	GOBIN=$(CURDIR)/$(BIN) CGO_ENABLED=0 go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 $(BIN)/csi-sanity:
 	GOBIN=$(CURDIR)/$(BIN) CGO_ENABLED=0 go install github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity@$(SANITY_VERSION)
+$(BIN)/talos-validate: hack/talosvalidate/go.mod hack/talosvalidate/go.sum $(wildcard hack/talosvalidate/*.go)
+	cd hack/talosvalidate && CGO_ENABLED=0 go build -trimpath -o $(CURDIR)/$@ .
 build/proto/csi.proto: hack/csi-proto.sh
 	bash hack/csi-proto.sh $(CSI_SPEC) build/proto
-tools: $(BIN)/trellis-testenv $(BIN)/kubectl $(BIN)/helm $(BIN)/csi-sanity build/proto/csi.proto
+tools: $(BIN)/trellis-testenv $(BIN)/kubectl $(BIN)/helm $(BIN)/csi-sanity build/proto/csi.proto $(BIN)/talos-validate
 
 crds: venv
 	$(PY) -m trellis.crdgen --out crds --chart charts/trellis/crds
