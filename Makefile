@@ -55,7 +55,10 @@ $(BIN)/talos-validate: hack/talosvalidate/go.mod hack/talosvalidate/go.sum $(wil
 	cd hack/talosvalidate && CGO_ENABLED=0 go build -trimpath -o $(CURDIR)/$@ .
 build/proto/csi.proto: hack/csi-proto.sh
 	bash hack/csi-proto.sh $(CSI_SPEC) build/proto
-tools: $(BIN)/trellis-testenv $(BIN)/kubectl $(BIN)/helm $(BIN)/csi-sanity build/proto/csi.proto $(BIN)/talos-validate
+# CSI stubs: generated, never committed (csi/_gen/ is ignored).
+csi/_gen/csi_pb2.py: build/proto/csi.proto $(VENV)/.installed
+	$(PY) -m csi.stubs build/proto/csi.proto
+tools: $(BIN)/trellis-testenv $(BIN)/kubectl $(BIN)/helm $(BIN)/csi-sanity build/proto/csi.proto $(BIN)/talos-validate csi/_gen/csi_pb2.py
 
 crds: venv
 	$(PY) -m trellis.crdgen --out crds --chart charts/trellis/crds
@@ -68,7 +71,7 @@ lint: venv
 test: venv sysdeps tools
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-unit: venv
+unit: venv csi/_gen/csi_pb2.py
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 up: venv sysdeps tools

@@ -1,0 +1,3 @@
+from csi.main import main
+
+main()
