@@ -62,6 +62,7 @@ class ServeOptions:
     delete_enabled: bool = False
     upload_purge_age: str = "168h"
     log_level: str = "info"
+    debug_port: int | None = None
     paths: Paths = field(default_factory=Paths)
 
 
@@ -114,6 +115,12 @@ def config_document(opts: ServeOptions) -> dict[str, Any]:
         "addr": f"{opts.listen_host}:{opts.port}",
         "headers": {"X-Content-Type-Options": ["nosniff"]},
     }
+    if opts.debug_port:
+        # Health (/debug/health) and Prometheus metrics on a plain-HTTP side port, without auth.
+        http["debug"] = {
+            "addr": f"{opts.listen_host}:{opts.debug_port}",
+            "prometheus": {"enabled": True, "path": "/metrics"},
+        }
     if opts.tls:
         http["tls"] = {"certificate": paths.certificate, "key": paths.key, "minimumtls": "tls1.2"}
     doc: dict[str, Any] = {

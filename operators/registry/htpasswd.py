@@ -34,6 +34,21 @@ def parse(text: str) -> dict[str, str]:
     return entries
 
 
+BCRYPT_PREFIX = re.compile(r"^\$2[abxy]\$\d\d\$[./A-Za-z0-9]{53}$")
+
+
+def validate_file(text: str) -> None:
+    """Refuse files the registry would load with users silently missing (non-bcrypt entries)."""
+    entries = parse(text)
+    if not entries:
+        raise CredentialsError("the htpasswd file holds no user")
+    for user, hashed in entries.items():
+        if not BCRYPT_PREFIX.match(hashed):
+            raise CredentialsError(
+                f"user {user!r}: only bcrypt hashes work (htpasswd -B); the registry ignores other entries"
+            )
+
+
 def validate_users(users: Mapping[str, str]) -> None:
     if not users:
         raise CredentialsError("the users Secret holds no user (keys are user names, values passwords)")
