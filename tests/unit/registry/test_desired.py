@@ -176,7 +176,11 @@ def test_user_tls_secret_is_copied_and_its_ca_published() -> None:
     serving = pki.issue_serving(ca, ["registry.example"])
     s = spec(tls={"mode": "secret", "secretRef": {"name": "mine"}})
     want = desired.managed(
-        "u", UID, s, desired.Resolved(user_tls=desired.UserTLS(*serving.__dict__.values(), ca.cert_pem)), "ns"
+        "u",
+        UID,
+        s,
+        desired.Resolved(user_tls=desired.UserTLS(serving.cert_pem, serving.key_pem, ca.cert_pem)),
+        "ns",
     )
     objs = by_kind(want)
     assert "Secret/registry-u-ca" not in objs
