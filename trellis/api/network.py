@@ -259,6 +259,11 @@ class NetworkStatus(ObservedStatus):
     )
     bridge: ShortText | None = Field(default=None, description="Bridge in use on the Router.")
     last_sync_time: Timestamp | None = Field(default=None, description="Last successful backend sync.")
+    allocations: dict[str, Annotated[str, Field(max_length=45)]] | None = Field(
+        default=None,
+        description="Address held by each reservation (<namespace>/<name> -> IP): the IPAM record, written "
+        "only by the operator with optimistic concurrency, that keeps automatic allocations stable.",
+    )
 
 
 class Network(TrellisResource):
