@@ -244,6 +244,12 @@ class ProvisioningStatus(TrellisModel):
         default=None,
         description="The install boot was observed (bootSource.mode once then switches to disk).",
     )
+    step: Literal["PowerOff", "ConfigureBoot", "PowerOn", "InventoryRead", "LocalBoot"] | None = Field(
+        default=None,
+        description="Progress inside the current state (PowerOff, ConfigureBoot, PowerOn while provisioning; "
+        "InventoryRead after inspection; LocalBoot once a once-source switched to disk), so a restarted "
+        "operator resumes without repeating a step.",
+    )
 
 
 class CPUInfo(TrellisModel):

@@ -228,8 +228,8 @@ class LabelSelectorRequirement(TrellisModel):
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
         description="Relationship to the values."
     )
-    values: list[ShortText] = Field(
-        default_factory=list, max_length=64, description="Values for In and NotIn; empty otherwise."
+    values: list[ShortText] | None = Field(
+        default=None, max_length=64, description="Values for In and NotIn; empty otherwise."
     )
 
 

@@ -459,6 +459,10 @@ class TalosDeviceStatus(ObservedStatus):
     )
     token_secret_name: ShortText | None = Field(default=None, description="Secret holding the config token.")
     last_wipe: Timestamp | None = Field(default=None, description="When the last requested wipe was served.")
+    role: TalosRole | None = Field(
+        default=None,
+        description="Role of the config last admitted for serving (guards the last control plane).",
+    )
 
 
 class TalosDevice(TrellisResource):
