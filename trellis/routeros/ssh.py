@@ -251,7 +251,10 @@ class SSHPool:
         try:
             channel.exec_command(command)
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise TransportError(f"exec failed: {exc}", sent=True) from exc
+            # A fast server may run the command and close the channel before it acknowledges the
+            # exec request; the output and exit status are then already buffered here.
+            if not channel.status_event.is_set():
+                raise TransportError(f"exec failed: {exc}", sent=True) from exc
         channel.settimeout(0.2)
         try:
             while True:
@@ -312,6 +315,7 @@ class SSHPool:
         except OSError as exc:
             self._count("failed_connects")
             raise TransportError(f"cannot connect to {cfg.host}:{cfg.port}: {exc}", sent=False) from exc
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small request/response messages
         transport = paramiko.Transport(sock)
         try:
             transport.banner_timeout = cfg.connect_timeout
