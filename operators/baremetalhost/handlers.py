@@ -1,0 +1,145 @@
+"""kopf wiring of the BareMetalHost operator: one daemon per host runs its ``HostRunner``.
+
+Run it with ``kopf run -m operators.baremetalhost.handlers`` or ``trellis-baremetalhost-operator``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+from typing import Any
+
+import kopf
+from kubernetes.client.exceptions import ApiException
+
+from operators.baremetalhost import conflicts
+from operators.baremetalhost.config import Settings
+from operators.baremetalhost.context import Context
+from operators.baremetalhost.deletion import delete_host
+from operators.baremetalhost.host import HostRunner
+from operators.baremetalhost.reservations import HOST_LABEL
+from trellis import GROUP
+from trellis.opkit.settings import configure
+
+VERSION = "v1alpha1"
+PLURAL = "baremetalhosts"
+HOT_LOOP_LIMIT = 50  # consecutive immediate passes before forcing a pause (guards against a logic loop)
+log = logging.getLogger(__name__)
+
+_ctx: list[Context] = []
+_runners: dict[tuple[str, str], HostRunner] = {}
+
+
+def ctx() -> Context:
+    if not _ctx:
+        _ctx.append(Context.create(Settings.from_env()))
+    return _ctx[0]
+
+
+def runner_for(namespace: str, name: str, uid: str) -> HostRunner:
+    runner = _runners.get((namespace, name))
+    if runner is None or runner.uid != uid:
+        runner = _runners[(namespace, name)] = HostRunner(ctx(), namespace, name, uid)
+    return runner
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    configure(settings, "baremetalhost")
+    ctx()
+
+
+@kopf.on.cleanup()
+async def cleanup(**_: Any) -> None:
+    for runner in list(_runners.values()):
+        await runner.close()
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def bmh_macs(namespace: str | None, name: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any) -> dict[Any, Any]:
+    """(kind, mac) -> holder, across every namespace the operator watches."""
+    holder = conflicts.Holder(str(meta.get("creationTimestamp") or ""), namespace or "", name)
+    return {key: holder for key in conflicts.mac_keys(spec)}
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def host_changed(
+    namespace: str | None, name: str, spec: kopf.Spec, bmh_macs: kopf.Index[Any, Any] | None = None, **_: Any
+) -> None:
+    c = ctx()
+    c.wake(namespace or "", name)
+    if bmh_macs is None:
+        return
+    for key in conflicts.mac_keys(spec):  # hosts sharing a MAC re-evaluate their conflict at once
+        for holder in bmh_macs.get(key, []):
+            c.wake(holder.namespace, holder.name)
+
+
+@kopf.on.event(GROUP, VERSION, "dhcpreservations", labels={HOST_LABEL: kopf.PRESENT})
+def reservation_changed(
+    event: kopf.RawEvent, namespace: str | None, name: str, labels: kopf.Labels, status: kopf.Status, **_: Any
+) -> None:
+    c, namespace = ctx(), namespace or ""
+    host = labels[HOST_LABEL]
+    if event.get("type") == "DELETED":
+        c.reservation_info.pop((namespace, name), None)
+        c.dirty_reservations.add((namespace, host))
+    else:
+        seen = {"ip": status.get("ip"), "phase": status.get("phase"), "message": status.get("message")}
+        if c.reservation_info.get((namespace, name)) == seen:
+            return
+        c.reservation_info[(namespace, name)] = seen
+    c.wake(namespace, host)
+
+
+async def _pause(wake: asyncio.Event, stopped: kopf.DaemonStopped, delay: float) -> None:
+    waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stopped.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=30.0)
+async def manage(
+    body: kopf.Body,
+    namespace: str | None,
+    name: str,
+    uid: str,
+    stopped: kopf.DaemonStopped,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    bmh_macs: kopf.Index[Any, Any] | None = None,
+    **_: Any,
+) -> None:
+    runner = runner_for(namespace or "", name, uid)
+    wake = ctx().waker(namespace or "", name)
+    immediate = 0
+    while not stopped:
+        wake.clear()
+        async with runner.lock:
+            if stopped or body.get("metadata", {}).get("deletionTimestamp"):
+                return
+            try:
+                delay = await runner.step(copy.deepcopy(dict(body)), bmh_macs)
+            except ApiException as exc:
+                logger.warning(f"Kubernetes API error {exc.status} {exc.reason}; retrying")
+                runner.status = None  # re-read our status from the watch
+                delay = 5.0
+        immediate = immediate + 1 if delay <= 0 else 0
+        if immediate > HOT_LOOP_LIMIT:
+            logger.error("host keeps changing without settling; pausing for a second")
+            delay, immediate = 1.0, 0
+        if delay > 0:
+            await _pause(wake, stopped, delay)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+async def deleted(body: kopf.Body, namespace: str | None, name: str, uid: str, **_: Any) -> None:
+    key = (namespace or "", name)
+    runner = runner_for(*key, uid)
+    async with runner.lock:
+        await delete_host(runner, copy.deepcopy(dict(body)))
+    _runners.pop(key, None)
+    ctx().wakers.pop(key, None)
