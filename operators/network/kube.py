@@ -1,0 +1,147 @@
+"""Kubernetes reads and writes of the network operator, awaited from the event loop.
+
+The official client is synchronous; every call runs in this module's thread pool so kopf's
+loop never waits on a socket. Status writes are JSON merge patches; the Network's carries its
+resourceVersion, which makes the IPAM record a compare-and-set (409 if someone wrote first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import concurrent.futures
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+from kubernetes import client
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+
+from trellis import GROUP, VERSION
+
+T = TypeVar("T")
+NETWORKS = "networks"
+RESERVATIONS = "dhcpreservations"
+ROUTERS = "routers"
+
+
+class Conflict(Exception):
+    """The object changed since we read it (HTTP 409): re-read and recompute."""
+
+
+class Kube:
+    def __init__(self, workers: int = 16) -> None:
+        try:
+            k8s_config.load_incluster_config()
+        except k8s_config.ConfigException:
+            k8s_config.load_kube_config()
+        configuration = client.Configuration.get_default_copy()
+        configuration.connection_pool_maxsize = workers
+        api = client.ApiClient(configuration)
+        self.core = client.CoreV1Api(api)
+        self.apps = client.AppsV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="kube")
+
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+
+    async def get_cluster(self, plural: str, name: str) -> dict[str, Any] | None:
+        try:
+            obj = await self._run(self.custom.get_cluster_custom_object, GROUP, VERSION, plural, name)
+            return cast(dict[str, Any], obj)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def patch_network_status(
+        self, name: str, status: dict[str, Any], resource_version: str | None
+    ) -> str:
+        """Merge-patch status; with a resourceVersion the write fails with Conflict if stale."""
+        body: dict[str, Any] = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        try:
+            obj = await self._run(
+                self.custom.patch_cluster_custom_object_status, GROUP, VERSION, NETWORKS, name, body
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                raise Conflict(f"Network {name} changed while reconciling") from None
+            raise
+        return str(cast(dict[str, Any], obj)["metadata"]["resourceVersion"])
+
+    async def patch_reservation_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        try:
+            await self._run(
+                self.custom.patch_namespaced_custom_object_status,
+                GROUP,
+                VERSION,
+                namespace,
+                RESERVATIONS,
+                name,
+                {"status": status},
+            )
+        except ApiException as exc:
+            if exc.status != 404:  # deleted meanwhile: nothing to report on
+                raise
+
+    async def patch_router_status(self, name: str, status: dict[str, Any]) -> None:
+        await self._run(
+            self.custom.patch_cluster_custom_object_status, GROUP, VERSION, ROUTERS, name, {"status": status}
+        )
+
+    async def secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        try:
+            secret = await self._run(self.core.read_namespaced_secret, name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return {k: base64.b64decode(v).decode(errors="replace") for k, v in (secret.data or {}).items()}
+
+    # -- the managed dnsmasq's objects ---------------------------------------------------------
+
+    async def read_configmap(self, namespace: str, name: str) -> Any | None:
+        return await self._read(self.core.read_namespaced_config_map, namespace, name)
+
+    async def read_deployment(self, namespace: str, name: str) -> Any | None:
+        return await self._read(self.apps.read_namespaced_deployment, namespace, name)
+
+    async def _read(self, fn: Callable[..., Any], namespace: str, name: str) -> Any | None:
+        try:
+            return await self._run(fn, name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def put_configmap(self, namespace: str, body: dict[str, Any], exists: bool) -> None:
+        if exists:
+            await self._run(
+                self.core.replace_namespaced_config_map, body["metadata"]["name"], namespace, body
+            )
+        else:
+            await self._run(self.core.create_namespaced_config_map, namespace, body)
+
+    async def put_deployment(self, namespace: str, body: dict[str, Any], exists: bool) -> None:
+        if exists:
+            await self._run(
+                self.apps.replace_namespaced_deployment, body["metadata"]["name"], namespace, body
+            )
+        else:
+            await self._run(self.apps.create_namespaced_deployment, namespace, body)
+
+    async def delete_dnsmasq(self, namespace: str, name: str) -> bool:
+        """Delete the Deployment and ConfigMap called ``name``; True if anything was there."""
+        found = False
+        for fn in (self.apps.delete_namespaced_deployment, self.core.delete_namespaced_config_map):
+            try:
+                await self._run(fn, name, namespace)
+                found = True
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+        return found
