@@ -125,3 +125,20 @@ def test_generator_refuses_unsupported_unions() -> None:
     schema = Bad.model_json_schema(by_alias=True)
     with pytest.raises(crdgen.SchemaError, match="unions"):
         crdgen._Converter({}).convert(schema, "Bad")
+
+
+def _rule_messages(node: Mapping[str, Any]) -> Iterator[str]:
+    for _, sub in _walk(node):
+        for rule in sub.get("x-kubernetes-validations", []):
+            yield rule["message"]
+
+
+def test_every_validation_rule_is_documented() -> None:
+    text = (REPO / "docs" / "api.md").read_text().replace("\\|", "|")
+    missing = {
+        message
+        for doc in _crds()
+        for message in _rule_messages(doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+        if message not in text
+    }
+    assert not missing, f"docs/api.md does not mention: {sorted(missing)}"
