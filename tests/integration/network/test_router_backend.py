@@ -14,6 +14,7 @@ import pytest
 
 from tests.support.kube import ControlPlane
 from tests.support.network import (
+    events_for,
     network,
     reservation,
     reservation_status,
@@ -202,3 +203,90 @@ def test_sync_change_noop_and_delete(
     after_user = {m: [r for r in rows if not r.get("comment", "").startswith("trellis:")]
                   for m, rows in snapshot(sim).items()}  # fmt: skip
     assert after_user == before_user
+
+
+def _reason(crds: ControlPlane, namespace: str, name: str, cond: str = "Ready") -> str | None:
+    found = crds.condition("dhcpreservations", name, cond, namespace)
+    return str(found.get("reason")) if found else None
+
+
+def _warnings(crds: ControlPlane, namespace: str | None, name: str) -> set[str]:
+    return {e["reason"] for e in events_for(crds, namespace, name) if e.get("type") == "Warning"}
+
+
+def test_bad_input_is_reported_and_changes_nothing(
+    crds: ControlPlane, sim: RosSim, router: str, namespace: str, operator: Any
+) -> None:
+    dhcp = {"server": "router", "range": {"start": "10.30.0.100", "end": "10.30.0.199"}}
+    older, newer, missing, clash = unique("older"), unique("newer"), unique("norouter"), unique("clash")
+    crds.apply(network(older, "10.30.0.0/24", router, gateway="10.30.0.1", dhcp=dhcp))
+    crds.apply(reservation("first", older, "52:54:00:30:00:01", ip="10.30.0.10"), namespace)
+    wait_ready(crds, namespace, ["first"])
+
+    mark = sim.control.last_seq()
+    # A user already has a pool with the name the next Network would use.
+    api = sim.api()
+    list(api("/ip/pool/add", name=f"trellis-{clash}", ranges="10.50.0.10-10.50.0.20", comment="not yours"))
+    api.close()
+    crds.apply(network(newer, "10.30.0.0/16", router, gateway="10.30.1.1"))
+    crds.apply(
+        network(missing, "10.40.0.0/24", "no-such-router", gateway="10.40.0.1", dhcp={"server": "router"})
+    )
+    clash_dhcp = {"server": "router", "range": {"start": "10.50.0.100", "end": "10.50.0.199"}}
+    crds.apply(network(clash, "10.50.0.0/24", router, gateway="10.50.0.1", dhcp=clash_dhcp))
+    crds.apply(
+        [
+            reservation("same-ip", older, "52:54:00:30:00:02", ip="10.30.0.10"),
+            reservation("same-mac", older, "52:54:00:30:00:01"),
+            reservation("outside", older, "52:54:00:30:00:03", ip="10.31.0.5"),
+            reservation("in-range", older, "52:54:00:30:00:04", ip="10.30.0.150"),
+            reservation("gateway", older, "52:54:00:30:00:05", ip="10.30.0.1"),
+            reservation("orphan", "no-such-network", "52:54:00:30:00:06"),
+            reservation("waiting", missing, "52:54:00:30:00:07"),
+        ],
+        namespace,
+    )
+    expected = {
+        "same-ip": "DuplicateIP",
+        "same-mac": "DuplicateMAC",
+        "outside": "IPOutsideNetwork",
+        "in-range": "IPInDynamicRange",
+        "gateway": "IPIsGateway",
+        "orphan": "NetworkNotFound",
+        "waiting": "NetworkNotReady",
+    }
+    wait_for(lambda: all(_reason(crds, namespace, n) == r for n, r in expected.items()), timeout=60,
+             what="every bad reservation reported")  # fmt: skip
+    assert crds.wait_condition("networks", newer, status="False")["reason"] == "Overlapping"
+    assert older in crds.condition("networks", newer, "Ready")["message"]
+    assert crds.wait_condition("networks", missing, status="False")["reason"] == "RouterNotFound"
+    cond = crds.wait_condition("networks", clash, status="False")
+    assert cond["reason"] == "RouterConflict" and "not yours" in cond["message"]
+
+    # Both sides of a conflict carry it; the older one keeps its address and stays Ready.
+    first = crds.condition("dhcpreservations", "first", "Conflict", namespace)
+    assert first and first["status"] == "True" and f"{namespace}/same-ip" in first["message"]
+    assert reservation_status(crds, namespace, "first")["ip"] == "10.30.0.10"
+    assert _reason(crds, namespace, "first") == "Synced"
+    assert reservation_status(crds, namespace, "same-ip").get("ip") is None
+    wait_for(
+        lambda: "ConflictDetected" in _warnings(crds, namespace, "first"), timeout=30, what="Event on older"
+    )
+    wait_for(
+        lambda: "DuplicateIP" in _warnings(crds, namespace, "same-ip"), timeout=30, what="Event on newer"
+    )
+    wait_for(lambda: "Overlapping" in _warnings(crds, None, newer), timeout=30, what="Event on Network")
+
+    # None of it reached the router: only the older Network's single lease exists, nothing else was written.
+    assert [w["text"] for w in writes_since(sim, mark)] == [
+        f"/ip/pool/add =name=trellis-{clash} =ranges=10.50.0.10-10.50.0.20 =comment=not yours"
+    ]
+    for net in (newer, missing, clash):
+        assert all(not rows for rows in tagged(sim, net).values()), net
+    assert len(tagged(sim, older)["ip/dhcp-server/lease"]) == 1
+
+    for name in expected:
+        crds.kubectl("delete", "dhcpreservation.trellis.dev", name, "-n", namespace, "--wait=false")
+    crds.kubectl("delete", "dhcpreservation.trellis.dev", "first", "-n", namespace)
+    for net in (older, newer, missing, clash):
+        crds.kubectl("delete", "network.trellis.dev", net, "--wait=false")
