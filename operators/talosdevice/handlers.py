@@ -1,0 +1,270 @@
+"""kopf handlers for TalosCluster and TalosDevice.
+
+A TalosCluster gets its secrets bundle and registry fragments when it changes; a daemon per cluster
+then judges all of the cluster's devices together (addresses, endpoint, last control plane),
+whenever one of them changes and on a resync timer. Device handlers label devices, run
+auto-approval for discovered ones and guard the deletion of the last control plane.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from operators.talosdevice import objects as o
+from operators.talosdevice import reconcile as r
+from operators.talosdevice.kube import CLUSTERS, DEVICES, LABEL_RULE, Kube
+from operators.talosdevice.rules import auto_approval, blocks_deletion
+from trellis import GROUP, VERSION
+from trellis.api.talos import TalosClusterSpec
+from trellis.opkit.settings import configure
+
+RESYNC_SECONDS = float(os.environ.get("TRELLIS_TALOS_RESYNC_SECONDS", "60"))
+DEBOUNCE_SECONDS = 0.2
+
+log = logging.getLogger(__name__)
+_kube: list[Kube] = []
+_triggers: dict[tuple[str, str], asyncio.Event] = {}
+_approval_locks: dict[str, asyncio.Lock] = {}
+
+
+def kube() -> Kube:
+    if not _kube:
+        _kube.append(Kube())
+    return _kube[0]
+
+
+def _trigger(namespace: str, cluster: str) -> asyncio.Event:
+    return _triggers.setdefault((namespace, cluster), asyncio.Event())
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    configure(settings, "talosdevice")
+
+
+# --- TalosCluster ---------------------------------------------------------------------------------
+
+
+def _cluster_objects(body: Mapping[str, Any]) -> list[tuple[str, str, bool]]:
+    """Secrets bundle and registry fragments; returns Events to record."""
+    k = kube()
+    events: list[tuple[str, str, bool]] = []
+    try:
+        spec = r.parse_cluster(body)
+    except r.ClusterProblem as problem:
+        return [(problem.reason, str(problem), True)]
+    had_secret = bool((body.get("status") or {}).get("secretsSecretName"))
+    secret = k.get_secret(body["metadata"]["namespace"], o.secret_name(body["metadata"]["name"]))
+    if secret is None and had_secret:
+        return [
+            (
+                "SecretsMissing",
+                f"Secret {o.secret_name(body['metadata']['name'])} was deleted; restore it from a backup, or "
+                f"set annotation {o.REGENERATE_ANNOTATION} to create a new bundle (installed machines stop "
+                "trusting it)",
+                True,
+            )
+        ]
+    try:
+        _, what = r.ensure_secrets(k, body, spec)
+    except r.ClusterProblem as problem:
+        return [(problem.reason, str(problem), True)]
+    if what:
+        events.append(
+            (
+                "Secrets" + what,
+                f"secrets bundle {what.lower()} in Secret {o.secret_name(body['metadata']['name'])}",
+                what == "Regenerated",
+            )
+        )
+    _, _, problems = r.ensure_registry_fragments(k, body, spec)
+    events += [("RegistryNotReady", p, True) for p in problems]
+    return events
+
+
+@kopf.on.create(GROUP, VERSION, CLUSTERS)
+@kopf.on.update(GROUP, VERSION, CLUSTERS)
+@kopf.on.resume(GROUP, VERSION, CLUSTERS)
+async def cluster_changed(body: kopf.Body, namespace: Any, name: Any, **_: Any) -> None:
+    for reason, message, warning in await asyncio.to_thread(_cluster_objects, dict(body)):
+        (kopf.warn if warning else kopf.info)(body, reason=reason, message=message)
+    _trigger(namespace, name).set()
+
+
+def _cluster_pass(namespace: str, name: str, refresh_registries: bool) -> list[tuple[Any, str, str, bool]]:
+    k = kube()
+    cluster = k.get(CLUSTERS, namespace, name)
+    if cluster is None or cluster["metadata"].get("deletionTimestamp"):
+        return []
+    spec: TalosClusterSpec | None = None
+    state: r.ClusterState | None = None
+    problem: r.ClusterProblem | None = None
+    try:
+        spec = r.parse_cluster(cluster)
+        if refresh_registries:
+            r.ensure_registry_fragments(k, cluster, spec)
+        state = r.load_cluster_state(k, cluster, spec)
+    except r.ClusterProblem as exc:
+        problem = exc
+    result = r.devices_pass(k, cluster, state, problem)
+    desired = r.cluster_status(cluster, spec, result, problem)
+    changes = o.status_changes(cluster.get("status"), desired)
+    if changes:
+        k.patch_status(CLUSTERS, namespace, name, changes)
+    if result.controlplane_addresses:
+        r.record_talosconfig_endpoints(k, cluster, result.controlplane_addresses)
+    return result.events
+
+
+@kopf.daemon(GROUP, VERSION, CLUSTERS, cancellation_timeout=10)
+async def cluster_devices(namespace: Any, name: Any, stopped: Any, **_: Any) -> None:
+    """Judges the cluster's devices whenever one changes (debounced) and on a resync timer."""
+    trigger = _trigger(namespace, name)
+    trigger.set()
+    while not stopped:
+        timed_out = False
+        try:
+            await asyncio.wait_for(trigger.wait(), timeout=RESYNC_SECONDS)
+        except TimeoutError:
+            timed_out = True
+        if stopped:
+            break
+        await asyncio.sleep(DEBOUNCE_SECONDS)
+        trigger.clear()
+        try:
+            events = await asyncio.to_thread(_cluster_pass, namespace, name, timed_out)
+        except Exception as exc:  # keep judging on the next trigger; the error is logged, not lost
+            log.exception("device pass for %s/%s failed: %s", namespace, name, exc)
+            await asyncio.sleep(1)
+            trigger.set()
+            continue
+        for obj, reason, message, warning in events:
+            (kopf.warn if warning else kopf.info)(obj, reason=reason, message=message)
+
+
+# --- TalosDevice ----------------------------------------------------------------------------------
+
+
+def _auto_approve(obj: Mapping[str, Any]) -> tuple[str, str] | None:
+    """Approve a discovered Pending device if a cluster's rule matches; returns (cluster, rule)."""
+    k = kube()
+    meta, spec = obj["metadata"], obj.get("spec") or {}
+    if spec.get("approval", "Pending") != "Pending" or o.DISCOVERED_ANNOTATION not in (
+        meta.get("annotations") or {}
+    ):
+        return None
+    if LABEL_RULE in (meta.get("labels") or {}):
+        return None
+    namespace = meta["namespace"]
+    clusters = [
+        c
+        for c in k.list_objects(CLUSTERS, namespace).get("items", [])
+        if not c["metadata"].get("deletionTimestamp")
+    ]
+    if spec.get("clusterRef"):
+        clusters = [c for c in clusters if c["metadata"]["name"] == spec["clusterRef"]]
+    devices = k.list_objects(DEVICES, namespace).get("items", [])
+    me = o.device_facts(obj)
+    for cluster in sorted(clusters, key=lambda c: c["metadata"]["name"]):
+        try:
+            rules = TalosClusterSpec.model_validate(cluster.get("spec") or {}).auto_approval or []
+        except ValidationError:
+            continue
+        cname = cluster["metadata"]["name"]
+        siblings = [o.device_facts(d) for d in devices if (d.get("spec") or {}).get("clusterRef") == cname]
+        rule = auto_approval(me, rules, siblings)
+        if rule is None:
+            continue
+        k.patch(
+            DEVICES,
+            namespace,
+            meta["name"],
+            {
+                "metadata": {"labels": {LABEL_RULE: rule.name}},
+                "spec": {"approval": "Approved", "role": rule.role, "clusterRef": cname},
+            },
+        )
+        return cname, rule.name
+    return None
+
+
+def _device_without_cluster(obj: Mapping[str, Any]) -> None:
+    """Status for a device no cluster daemon judges (no clusterRef, or the cluster is missing)."""
+    k = kube()
+    spec = obj.get("spec") or {}
+    reason = o.unapproved_reason(obj)
+    if spec.get("clusterRef") and spec.get("approval") == "Approved":
+        reason = ("ClusterNotFound", f"TalosCluster {spec['clusterRef']} does not exist")
+    desired = o.device_status(obj, None, reason)
+    changes = o.status_changes(obj.get("status"), desired)
+    if changes:
+        k.patch_status(DEVICES, obj["metadata"]["namespace"], obj["metadata"]["name"], changes)
+
+
+def _device_changed(obj: Mapping[str, Any]) -> str | None:
+    """Label the device; returns the cluster whose daemon judges it, if that cluster exists."""
+    k = kube()
+    r.ensure_mac_label(k, obj)
+    cluster = (obj.get("spec") or {}).get("clusterRef")
+    if cluster and k.get(CLUSTERS, obj["metadata"]["namespace"], cluster) is not None:
+        return str(cluster)
+    _device_without_cluster(obj)
+    return None
+
+
+@kopf.on.create(GROUP, VERSION, DEVICES)
+@kopf.on.update(GROUP, VERSION, DEVICES)
+@kopf.on.resume(GROUP, VERSION, DEVICES)
+async def device_changed(body: kopf.Body, namespace: Any, **_: Any) -> None:
+    obj = dict(body)
+    lock = _approval_locks.setdefault(namespace, asyncio.Lock())
+    async with lock:
+        approved = await asyncio.to_thread(_auto_approve, obj)
+    if approved:
+        kopf.info(
+            body,
+            reason="AutoApproved",
+            message=f"approved by rule {approved[1]} of TalosCluster {approved[0]}",
+        )
+        _trigger(namespace, approved[0]).set()
+        return  # the spec change comes back as an update
+    cluster = await asyncio.to_thread(_device_changed, obj)
+    if cluster:
+        _trigger(namespace, cluster).set()
+
+
+def _deletion_blocker(obj: Mapping[str, Any]) -> str | None:
+    k = kube()
+    meta, spec = obj["metadata"], obj.get("spec") or {}
+    cluster_name = spec.get("clusterRef")
+    if not cluster_name:
+        return None
+    cluster = k.get(CLUSTERS, meta["namespace"], cluster_name)
+    if cluster is None or cluster["metadata"].get("deletionTimestamp"):
+        return None
+    if k.namespace_terminating(meta["namespace"]):
+        return None
+    siblings = [
+        o.device_facts(d)
+        for d in k.list_objects(DEVICES, meta["namespace"]).get("items", [])
+        if (d.get("spec") or {}).get("clusterRef") == cluster_name
+    ]
+    return blocks_deletion(o.device_facts(obj), siblings)
+
+
+@kopf.on.delete(GROUP, VERSION, DEVICES)
+async def device_deleted(body: kopf.Body, namespace: Any, spec: Any, **_: Any) -> None:
+    reason = await asyncio.to_thread(_deletion_blocker, dict(body))
+    if reason:
+        kopf.warn(body, reason="LastControlPlane", message=reason)
+        raise kopf.TemporaryError(reason, delay=15)
+    cluster = spec.get("clusterRef")
+    if cluster:
+        _trigger(namespace, cluster).set()
