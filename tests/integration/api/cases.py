@@ -210,6 +210,14 @@ CASES = [
         "spec.dhcp.range",
         "gateway must not be",
     ),
+    Invalid(
+        "network-range-on-ipv6-cidr",
+        "network",
+        {"spec.cidr": "fd00:20::/64", "spec.gateway": "fd00:20::1", "spec.dnsmasq": DELETE},
+        "spec.dhcp.range",
+        "needs an IPv4 cidr",
+    ),
+    Invalid("network-gateway-family", "network", {"spec.gateway": "fd00::1"}, "spec.gateway", "inside cidr"),
     Invalid("network-vlan-4095", "network", {"spec.vlan": 4095}, "spec.vlan", "less than or equal to 4094"),
     Invalid(
         "network-dhcp-router-missing", "network", {"spec.router": DELETE}, "spec.router", "need spec.router"

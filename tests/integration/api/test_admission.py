@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.api.cases import BASE, CASES, NAMESPACED, Invalid, build
+from tests.integration.api.cases import BASE, CASES, DELETE, NAMESPACED, Invalid, build
 from tests.support.kube import REPO, ControlPlane
 from tests.support.wait import wait_for
 from trellis.api import BY_KIND
@@ -143,3 +143,50 @@ def test_invalid_object_is_rejected(crds: ControlPlane, shared_namespace: str, c
         f"{case.id}: error does not name {case.field}:\n{proc.stderr}"
     )
     assert case.message in proc.stderr, f"{case.id}: expected {case.message!r} in:\n{proc.stderr}"
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "gateway", "accepted"),
+    [
+        # Numeric, not lexicographic, order: "10.20.0.9" sorts after "10.20.0.10" as text.
+        ("10.20.0.9", "10.20.0.10", "10.20.0.1", True),
+        ("10.20.0.10", "10.20.0.9", "10.20.0.1", False),
+        ("10.20.0.50", "10.20.0.50", "10.20.0.1", True),
+        ("10.20.0.255", "10.20.1.0", "10.20.0.1", True),
+        ("10.20.1.0", "10.20.0.255", "10.20.0.1", False),
+        ("10.20.0.100", "10.20.0.200", "10.20.0.100", False),
+        ("10.20.0.100", "10.20.0.200", "10.20.0.200", False),
+        ("10.20.0.100", "10.20.0.200", "10.20.0.201", True),
+        ("10.20.0.100", "10.20.0.200", "10.20.0.99", True),
+    ],
+)
+def test_dhcp_range_order_is_numeric(
+    crds: ControlPlane, start: str, end: str, gateway: str, accepted: bool
+) -> None:
+    network = build(
+        "network",
+        {
+            "metadata.name": f"range-{secrets.token_hex(3)}",
+            "spec.cidr": "10.20.0.0/16",
+            "spec.gateway": gateway,
+            "spec.dhcp.range": {"start": start, "end": end},
+            "spec.dnsmasq": DELETE,
+        },
+    )
+    proc = _create(crds, network, dry_run=True)
+    assert (proc.returncode == 0) == accepted, proc.stderr
+
+
+def test_ipv6_network_without_dhcp_range_is_accepted(crds: ControlPlane) -> None:
+    network = build(
+        "network",
+        {
+            "metadata.name": f"v6-{secrets.token_hex(3)}",
+            "spec.cidr": "fd00:20::/64",
+            "spec.gateway": "fd00:20::1",
+            "spec.dhcp": {"server": "none"},
+            "spec.dnsmasq": DELETE,
+        },
+    )
+    proc = _create(crds, network, dry_run=True)
+    assert proc.returncode == 0, proc.stderr
