@@ -114,10 +114,7 @@ class HostRunner:
                     await self._poll(new)
             action = m.plan(self._view(spec, annotations, new))
             delay = await self._execute(action, body, spec, annotations, new)
-            if self.registered and new.get("errorCount"):
-                st.clear_error(new)
-            if self.registered or state is None:
-                new.setdefault("operationalStatus", "OK")
+            st.clear_error(new)
             self.retry_at = 0.0
             return delay
         except WaitingFor as exc:

@@ -61,8 +61,7 @@ def clear_error(status: dict[str, Any]) -> None:
     for key in ("errorType", "errorMessage"):
         status.pop(key, None)
     status["errorCount"] = 0
-    if status.get("operationalStatus") in (None, "", "error", "discovered", "detached"):
-        status["operationalStatus"] = "OK"
+    status["operationalStatus"] = "OK"
 
 
 def finish_conditions(
