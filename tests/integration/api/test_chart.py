@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
+from collections.abc import Iterator
 
 import pytest
 import yaml
@@ -24,6 +26,15 @@ def _helm(*args: str, cp: ControlPlane | None = None) -> subprocess.CompletedPro
     )
 
 
+@pytest.fixture(scope="module")
+def chart_namespace(crds: ControlPlane) -> Iterator[str]:
+    """One namespace for the chart's dry runs (a fresh one per test costs a namespace deletion each)."""
+    name = f"t-chart-{secrets.token_hex(3)}"
+    crds.kubectl("create", "namespace", name)
+    yield name
+    crds.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
 def _server_version(cp: ControlPlane) -> str:
     return str(json.loads(cp.kubectl("version", "-o", "json").stdout)["serverVersion"]["gitVersion"])
 
@@ -40,10 +51,10 @@ def test_chart_crds_are_the_generated_ones() -> None:
     assert in_chart == committed
 
 
-def test_rendered_chart_is_accepted_by_the_apiserver(crds: ControlPlane, namespace: str) -> None:
+def test_rendered_chart_is_accepted_by_the_apiserver(crds: ControlPlane, chart_namespace: str) -> None:
     version = _server_version(crds)
     rendered = _helm(
-        "template", "trellis", str(CHART), "--include-crds", "--kube-version", version, "-n", namespace
+        "template", "trellis", str(CHART), "--include-crds", "--kube-version", version, "-n", chart_namespace
     )
     assert rendered.returncode == 0, rendered.stderr
     docs = [d for d in yaml.safe_load_all(rendered.stdout) if d]
@@ -53,7 +64,7 @@ def test_rendered_chart_is_accepted_by_the_apiserver(crds: ControlPlane, namespa
         if doc["kind"] != "CustomResourceDefinition":
             assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "trellis", doc["metadata"]
     applied = crds.kubectl(
-        "apply", "--server-side", "--force-conflicts", "--dry-run=server", "-n", namespace, "-f", "-",
+        "apply", "--server-side", "--force-conflicts", "--dry-run=server", "-n", chart_namespace, "-f", "-",
         input=rendered.stdout,
         check=False,
     )  # fmt: skip
@@ -61,21 +72,21 @@ def test_rendered_chart_is_accepted_by_the_apiserver(crds: ControlPlane, namespa
     assert applied.stdout.count("(server dry run)") == len(docs)
 
 
-def test_install_dry_run_against_the_apiserver(crds: ControlPlane, namespace: str) -> None:
-    proc = _helm("install", "trellis", str(CHART), "--dry-run=server", "-n", namespace, cp=crds)
+def test_install_dry_run_against_the_apiserver(crds: ControlPlane, chart_namespace: str) -> None:
+    proc = _helm("install", "trellis", str(CHART), "--dry-run=server", "-n", chart_namespace, cp=crds)
     assert proc.returncode == 0, proc.stderr
     assert "kubectl get trellis -A" in proc.stdout
     assert "network        enabled" in proc.stdout
 
 
-def test_component_can_be_disabled(crds: ControlPlane, namespace: str) -> None:
+def test_component_can_be_disabled(crds: ControlPlane, chart_namespace: str) -> None:
     proc = _helm(
         "install",
         "trellis",
         str(CHART),
         "--dry-run=server",
         "-n",
-        namespace,
+        chart_namespace,
         "--set",
         "csi.enabled=false",
         cp=crds,
