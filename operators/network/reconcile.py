@@ -131,6 +131,8 @@ class Reconciler:
         if not outcome.ok:
             logger.warning("Network %s: %s: %s", name, outcome.reason, outcome.message)
         await self._reservation_statuses(reservations, result, outcome)
+        count = len(reservations)
+        logger.debug("Network %s: pass complete (%d reservations, %d writes)", name, count, outcome.writes)
 
     async def _backends(
         self, name: str, uid: str, spec: NetworkSpec, hosts: list[Host], logger: Logger
