@@ -30,7 +30,7 @@ HOSTILE = st.lists(
 
 
 @given(st.one_of(PRINTABLE, HOSTILE))
-@settings(max_examples=400)
+@settings(max_examples=400, deadline=None)
 def test_quoted_value_is_one_word_and_decodes_back(value: str) -> None:
     quoted = cli.quote(value)
     assert quoted.startswith('"') and quoted.endswith('"')
@@ -38,7 +38,7 @@ def test_quoted_value_is_one_word_and_decodes_back(value: str) -> None:
 
 
 @given(slot=st.one_of(PRINTABLE, HOSTILE), comment=st.one_of(PRINTABLE, HOSTILE))
-@settings(max_examples=400)
+@settings(max_examples=400, deadline=None)
 def test_no_value_can_inject_a_second_command(slot: str, comment: str) -> None:
     line = cli.build("/disk", "set", item=Find(eq("slot", slot)), args={"comment": comment, "file-size": 5})
     statements = split_statements(line)
@@ -51,6 +51,7 @@ def test_no_value_can_inject_a_second_command(slot: str, comment: str) -> None:
     assert [argument(w) for w in words[3:]] == [("comment", comment), ("file-size", "5")]
 
 
+@settings(deadline=None)
 @given(st.text(min_size=1, max_size=20).filter(lambda s: any(not " " <= c <= "~" for c in s)))
 def test_non_printable_values_are_refused(value: str) -> None:
     with pytest.raises(CliValueError):
