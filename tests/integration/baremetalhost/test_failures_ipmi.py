@@ -28,14 +28,14 @@ def test_wrong_password_is_a_registration_error_with_backoff(
     crds: ControlPlane, namespace: str, ipmi: IpmiEmulator, operator: Operator
 ) -> None:
     cp = crds
-    secret(cp, namespace, "bmc-creds", "admin", "not-the-password")
+    secret(cp, namespace, "bmc-creds", "admin", "Zk4-not-the-password")
     host(cp, namespace, "srv3", ipmi.address("ipmi2"), boot_mac="52:54:00:63:00:01")
     status = wait_status(cp, namespace, "srv3", lambda s: (s.get("errorCount") or 0) >= 2, "two errors")
     assert status["errorType"] == "RegistrationError"
     assert status["operationalStatus"] == "error"
     assert status["provisioning"]["state"] == "Registering"
     assert "refused the credentials" in status["errorMessage"]
-    assert "not-the-password" not in str(bmh(cp, namespace, "srv3"))
+    assert "Zk4-not-the-password" not in str(bmh(cp, namespace, "srv3"))
     ready = {c["type"]: c for c in status["conditions"]}
     assert ready["BMCReachable"]["reason"] == "AuthenticationFailed"
     assert any(e["reason"] == "RegistrationError" for e in events(cp, namespace, "srv3"))
