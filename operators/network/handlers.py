@@ -106,7 +106,9 @@ def reservations_by_network(
 
 
 @kopf.index(GROUP, VERSION, "networks")
-def network_cidrs(name: str, spec: Any, meta: Any, **_: Any) -> dict[str, ipam.NetworkRef]:
+def network_cidrs(name: str, spec: Any, meta: Any, **_: Any) -> dict[str, ipam.NetworkRef] | None:
+    if meta.get("deletionTimestamp"):
+        return None  # on its way out: no longer blocks a younger overlapping Network
     return {"all": ipam.NetworkRef(name, str(meta.get("creationTimestamp") or ""), str(spec.get("cidr", "")))}
 
 
