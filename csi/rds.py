@@ -13,7 +13,6 @@ from typing import Protocol
 
 from trellis.routeros.cli import (
     Find,
-    Query,
     Record,
     RouterOSCli,
     any_of,
@@ -166,6 +165,3 @@ class Rds:
     def ping(self) -> None:
         self.cli.print("/disk", eq("slot", "-"))
 
-
-def slots_query(slots: Sequence[str]) -> Query:
-    return any_of(*(eq("slot", s) for s in slots))
