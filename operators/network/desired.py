@@ -83,6 +83,11 @@ def fqdn(hostname: str, domain: str | None) -> str:
     return f"{hostname}.{domain}"
 
 
+def server_name(network: str) -> str:
+    """Name of this Network's pool, DHCP server and relay on the router."""
+    return f"trellis-{network}"
+
+
 def bridge_name(network: str, spec: NetworkSpec) -> str:
     return spec.bridge or f"trellis-{network}"
 
@@ -117,7 +122,7 @@ def router_entries(prefix: str, network: str, spec: NetworkSpec, hosts: Iterable
     if dhcp and server == "router":
         pool = None
         if dhcp.range:
-            pool = f"trellis-{network}"
+            pool = server_name(network)
             entries.append(
                 _entry(POOL, tag("pool"), name=pool, ranges=f"{dhcp.range.start}-{dhcp.range.end}")
             )
@@ -126,7 +131,7 @@ def router_entries(prefix: str, network: str, spec: NetworkSpec, hosts: Iterable
             _entry(
                 DHCP_SERVER,
                 tag("dhcp-server"),
-                name=f"trellis-{network}",
+                name=server_name(network),
                 interface=bridge,
                 address_pool=pool or "static-only",
                 lease_time=dhcp.lease_time,
@@ -154,7 +159,7 @@ def router_entries(prefix: str, network: str, spec: NetworkSpec, hosts: Iterable
                     host.key,
                     address=host.ip,
                     mac_address=host.mac,
-                    server=f"trellis-{network}",
+                    server=server_name(network),
                 )
             )
     elif dhcp and server == "relay" and dhcp.relay:
@@ -162,7 +167,7 @@ def router_entries(prefix: str, network: str, spec: NetworkSpec, hosts: Iterable
             _entry(
                 DHCP_RELAY,
                 tag("relay"),
-                name=f"trellis-{network}",
+                name=server_name(network),
                 interface=bridge,
                 dhcp_server=dhcp.relay.server_address,
                 local_address=spec.gateway,

@@ -251,13 +251,18 @@ def _collision(
     return ""
 
 
-def read_state(sess: Session) -> dict[str, list[Row]]:
-    """One print per managed menu, limited to the properties we compare."""
+def read_state(sess: Session, lease_server: str | None = None) -> dict[str, list[Row]]:
+    """One print per managed menu, limited to the properties we compare.
+
+    Leases are only ever ours or in conflict with ours on our own DHCP server, so with
+    ``lease_server`` only that server's leases are read (a router holds every Network's).
+    """
     state: dict[str, list[Row]] = {}
     for path in MENU_ORDER:
         spec = MENUS[path]
         props = (".id", "comment", "dynamic", *spec.fields)
-        state[path] = sess.print(path, props)
+        where = {"server": lease_server} if path == LEASE and lease_server else None
+        state[path] = sess.print(path, props, where)
     return state
 
 

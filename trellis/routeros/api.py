@@ -152,8 +152,11 @@ class Session:
         self._api = api
         self._stats = stats
 
-    def _run(self, command: str, fields: Mapping[str, str]) -> list[Row]:
+    def _run(
+        self, command: str, fields: Mapping[str, str], query: Mapping[str, str] | None = None
+    ) -> list[Row]:
         words = [f"={check_value(k, k)}={check_value(k, v)}" for k, v in fields.items()]
+        words += [f"?={check_value(k, k)}={check_value(k, v)}" for k, v in (query or {}).items()]
         verb = command.rsplit("/", 1)[-1]
         self._stats.record(command, write=verb not in _READ_VERBS)
         try:
@@ -165,9 +168,12 @@ class Session:
         except TrapError as exc:
             raise RouterTrap(exc.message, exc.category, command) from exc
 
-    def print(self, menu: str, proplist: Iterable[str] = ()) -> list[Row]:
+    def print(
+        self, menu: str, proplist: Iterable[str] = (), where: Mapping[str, str] | None = None
+    ) -> list[Row]:
+        """``where``: property equality tests, all of which must hold (API query words)."""
         props = ",".join(proplist)
-        return self._run(f"{menu}/print", {".proplist": props} if props else {})
+        return self._run(f"{menu}/print", {".proplist": props} if props else {}, where)
 
     def add(self, menu: str, fields: Mapping[str, str]) -> str:
         rows = self._run(f"{menu}/add", fields)
