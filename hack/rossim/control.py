@@ -28,7 +28,7 @@ def _rows(sim: Simulator, path: str) -> list[dict[str, Any]]:
         raise ControlError(404, f"no menu /{path}")
     out = []
     for _, view in sim.device.rows(path):
-        out.append({k: api_value(v) for k, v in view.items() if not k.startswith("__") and v is not None})
+        out.append({k: api_value(v) for k, v in view.items() if not k.startswith("_") and v is not None})
     return out
 
 
@@ -102,7 +102,8 @@ def set_faults(sim: Simulator, body: dict[str, Any]) -> dict[str, Any]:
         if "latency_ms" in body:
             faults.latency_ms = float(body["latency_ms"])
             faults.latency_protocol = body.get("latency_protocol", "any")
-            faults.latency_menu = body.get("latency_menu")
+            menu = body.get("latency_menu")
+            faults.latency_menu = str(menu).strip("/") if menu else None
         if "pool_full" in body:
             faults.pool_full = bool(body["pool_full"])
         if body.get("fail"):

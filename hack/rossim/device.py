@@ -78,6 +78,7 @@ class Device:
         self.started = time.time()
         self.generation = 0
         self._iface_cache: tuple[int, frozenset[str]] = (-1, frozenset())
+        self._indexes: dict[tuple[str, tuple[str, ...]], dict[tuple[Any, ...], set[int]]] = {}
         self.storage = Storage(self, data_dir / "files")
         self._listeners: list[Callable[[str, str, int, View | None], None]] = []
         self._dirty = threading.Event()
@@ -93,6 +94,7 @@ class Device:
 
     def reset_tables(self) -> None:
         with self.lock:
+            self.invalidate_indexes()
             self.tables = {path: Table() for path in self.menus if not _virtual(self.menus[path])}
             shared = [1]
             for path in ("interface/ethernet", "interface/bridge", "interface/vlan"):
@@ -177,6 +179,34 @@ class Device:
             return rows[int(ref)][0]
         raise errors.RosError(errors.NO_SUCH_ITEM, errors.CAT_MISSING)
 
+    # ------------------------------------------------------------------ unique-key indexes
+
+    def _key(self, path: str, keys: tuple[str, ...], item: dict[str, Any]) -> tuple[Any, ...]:
+        fields = self.menus[path].by_name
+        return tuple(item.get(k, fields[k].default if k in fields else None) for k in keys)
+
+    def holders(self, path: str, keys: tuple[str, ...], item: dict[str, Any]) -> set[int]:
+        """Items of `path` whose `keys` equal those of `item` (kept incrementally, O(1) per lookup)."""
+        index = self._indexes.get((path, keys))
+        if index is None:
+            index = {}
+            for num, other in self.tables[path].items.items():
+                index.setdefault(self._key(path, keys, other), set()).add(num)
+            self._indexes[(path, keys)] = index
+        return index.get(self._key(path, keys, item), set())
+
+    def _reindex(self, path: str, num: int, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        for (p, keys), index in self._indexes.items():
+            if p != path:
+                continue
+            if old is not None:
+                index.get(self._key(path, keys, old), set()).discard(num)
+            if new is not None:
+                index.setdefault(self._key(path, keys, new), set()).add(num)
+
+    def invalidate_indexes(self) -> None:
+        self._indexes.clear()
+
     # ------------------------------------------------------------------ writes
 
     def check_write(self, user: str) -> None:
@@ -227,6 +257,7 @@ class Device:
                 except errors.RosError:
                     del table.items[num]
                     raise
+            self._reindex(path, num, None, item)
             self._changed(path, "add", num)
             return num
 
@@ -258,6 +289,7 @@ class Device:
                 if menu.hooks is not None:
                     _positioned(lambda n=num, nw=new, o=old: menu.hooks.before_set(self, n, nw, o), parsed)  # type: ignore[misc]
                 table.items[num] = new
+                self._reindex(path, num, old, new)
                 self._changed(path, "set", num)
 
     def unset(self, path: str, nums: list[int], names: list[str], user: str) -> None:
@@ -271,8 +303,10 @@ class Device:
             for num in nums:
                 item = self.tables[path].items[num]
                 if any(n in item for n in names):
+                    old = dict(item)
                     for n in names:
                         item.pop(n, None)
+                    self._reindex(path, num, old, item)
                     self._changed(path, "set", num)
 
     def remove(self, path: str, nums: list[int], user: str) -> None:
@@ -289,7 +323,7 @@ class Device:
                     menu.hooks.before_remove(self, num, table.items[num])
             for num in nums:
                 if num in table.items:
-                    del table.items[num]
+                    self._reindex(path, num, table.items.pop(num), None)
                     self._changed(path, "remove", num)
 
     def set_flag(self, path: str, nums: list[int], disabled: bool, user: str) -> None:
@@ -327,7 +361,6 @@ class Device:
             return {
                 "version": STATE_VERSION,
                 "settings": asdict(self.settings),
-                "users": self.users,
                 "file_ids": self.file_ids,
                 "file_counter": self.file_counter[0],
                 "tables": {
@@ -337,6 +370,7 @@ class Device:
                     }
                     for path, t in self.tables.items()
                 },
+                "users": json.loads(json.dumps(self.users)),
             }
 
     def _load(self, state: dict[str, Any]) -> None:
@@ -363,12 +397,21 @@ class Device:
         write_atomic(self.state_path, data.encode())
 
     def start_saver(self, delay: float = 0.02) -> None:
+        """Write the state file shortly after changes, coalescing bursts.
+
+        The pause between writes grows with the cost of a write so that a large state (thousands
+        of items) is not re-serialised after every single command.
+        """
+
         def loop() -> None:
+            pause = delay
             while not self._stop.is_set():
                 if self._dirty.wait(0.5):
-                    time.sleep(delay)
+                    time.sleep(pause)
                     self._dirty.clear()
+                    started = time.monotonic()
                     self.save()
+                    pause = max(delay, 10 * (time.monotonic() - started))
 
         self._saver = threading.Thread(target=loop, name="rossim-saver", daemon=True)
         self._saver.start()

@@ -48,23 +48,20 @@ def others(device: Device, path: str, num: int) -> list[dict[str, Any]]:
 def require_unique(
     device: Device, path: str, num: int, item: dict[str, Any], keys: tuple[str, ...], message: str
 ) -> None:
-    if any(item.get(k) is None for k in keys):
+    if any(v is None for v in device._key(path, keys, item)):
         return
-    wanted = tuple(item.get(k) for k in keys)
-    for other in others(device, path, num):
-        if tuple(other.get(k) for k in keys) == wanted:
-            raise pinned(message, keys[0])
+    if device.holders(path, keys, item) - {num}:
+        raise pinned(message, keys[0])
 
 
 INTERFACE_TABLES = ("interface/ethernet", "interface/bridge", "interface/vlan")
 
 
 def interface_name_taken(device: Device, name: str, path: str, num: int) -> bool:
-    for p in INTERFACE_TABLES:
-        for n, item in device.table(p).items.items():
-            if (p, n) != (path, num) and item.get("name") == name:
-                return True
-    return False
+    probe = {"name": name}
+    return any(
+        device.holders(p, ("name",), probe) - ({num} if p == path else set()) for p in INTERFACE_TABLES
+    )
 
 
 def next_free_name(device: Device, prefix: str, taken: set[str]) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 
 from rossim import errors
 from rossim.device import Arg, Device
-from rossim.hooks import Hooks, next_free_name, pinned
+from rossim.hooks import Hooks, next_free_name, pinned, require_unique
 from rossim.schema import Field, Flag, Menu, View, disabled_flag
 
 SHRINK = "failure: file-size can not be decreased"  # GUESS
@@ -136,9 +136,7 @@ class DiskHooks(Hooks):
         slot = str(item["slot"])
         if not _SLOT.fullmatch(slot) or len(slot) > device.settings.slot_max_length:
             raise pinned(errors.INVALID_VALUE.format(arg="slot"), "slot", errors.CAT_ARGUMENT)
-        for n, other in device.table("disk").items.items():
-            if n != num and other.get("slot") == slot:
-                raise pinned(errors.NAME_EXISTS, "slot")
+        require_unique(device, "disk", num, item, ("slot",), errors.NAME_EXISTS)
         if item.get("compress") and "pool-size" not in item:
             raise pinned(errors.COMPRESSION_BTRFS, "compress")
         if kind == "tmpfs" and int(item.get("tmpfs-max-size") or 0) > device.settings.total_memory:
@@ -164,9 +162,8 @@ class DiskHooks(Hooks):
         rel = _rel(str(item["file-path"]))
         if storage.pool_of(rel) is None:
             raise pinned(errors.INVALID_PARAMETER, "file-path")
-        for n, other in device.table("disk").items.items():
-            if n != num and other.get("type") == "file" and _rel(str(other.get("file-path"))) == rel:
-                raise pinned(errors.ALREADY_HAVE, "file-path")
+        item["_backing"] = rel
+        require_unique(device, "disk", num, item, ("_backing",), errors.ALREADY_HAVE)
         current = storage.size(rel)
         wanted = item.get("file-size")
         if old is None:
@@ -224,7 +221,7 @@ class DiskHooks(Hooks):
         if "pool-size" in item:
             mount = str(item.get("mount-point"))
             for other in device.table("disk").items.values():
-                if other.get("type") == "file" and _rel(str(other.get("file-path"))).split("/")[0] == mount:
+                if str(other.get("_backing", "")).split("/")[0] == mount:
                     raise errors.RosError(errors.DISK_IN_USE)
 
     def command(self, device: Device, verb: str, nums: list[int], args: list[Arg], dialect: str) -> Any:

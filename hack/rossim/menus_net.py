@@ -210,6 +210,7 @@ def format_uptime(seconds: int) -> str:
 
 def rename_references(device: Device, ref: str, old: str, new: str) -> None:
     """RouterOS keeps references by id, so renaming an item must not break who points at it."""
+    device.invalidate_indexes()
     for path, menu in device.menus.items():
         fields = [f.name for f in menu.fields if f.ref == ref and f.kind in ("ref", "reflist")]
         if not fields or path not in device.tables:

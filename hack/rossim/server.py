@@ -168,6 +168,7 @@ class Simulator:
                 table = self.device.table("disk")
                 for num in [n for n, item in table.items.items() if item.get("type") == "file"]:
                     del table.items[num]
+                self.device.invalidate_indexes()
                 self.device.mark_dirty()
         self.device.started = time.time() + down_seconds
         return {"dropped": dropped}
@@ -178,6 +179,7 @@ class Simulator:
             root = self.device.storage.root
             shutil.rmtree(root, ignore_errors=True)
             root.mkdir(parents=True)
+            self.device.storage.changed()
             self.device.reset_tables()
             self.device.faults.clear()
             self.device.faults.down_until = 0.0

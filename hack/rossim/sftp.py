@@ -31,12 +31,17 @@ class FileHandle(paramiko.SFTPHandle):
         if err is not None:
             return SFTP_FAILURE
         mount = self.rel.split("/", 1)[0]
+        current = os.fstat(self.writefile.fileno()).st_size  # type: ignore[attr-defined]
         if device.storage.has_pool(mount):
             end = offset + len(data)
-            current = os.fstat(self.writefile.fileno()).st_size  # type: ignore[attr-defined]
             if end > current and (device.faults.pool_full or end - current > device.storage.free(mount)):
                 return SFTP_FAILURE
-        return int(super().write(offset, data))
+        result = int(super().write(offset, data))
+        if device.storage.has_pool(mount):
+            grown = offset + len(data) - current
+            if grown > 0:
+                device.storage.grew(self.rel, grown)
+        return result
 
     def stat(self) -> Any:
         try:
@@ -47,6 +52,7 @@ class FileHandle(paramiko.SFTPHandle):
     def chattr(self, attr: paramiko.SFTPAttributes) -> int:
         if attr.st_size is not None:
             self.writefile.truncate(attr.st_size)  # type: ignore[attr-defined]
+            self.iface.device.storage.changed()
         return SFTP_OK
 
 
@@ -137,6 +143,7 @@ class RosSFTP(paramiko.SFTPServerInterface):
             os.remove(self._real(path))
         except OSError as exc:
             return _errno_code(exc)
+        self.device.storage.changed()
         self._log("remove", path)
         return SFTP_OK
 
@@ -150,6 +157,7 @@ class RosSFTP(paramiko.SFTPServerInterface):
             os.replace(self._real(oldpath), self._real(newpath))
         except OSError as exc:
             return _errno_code(exc)
+        self.device.storage.changed()
         self._log("rename", newpath)
         return SFTP_OK
 
@@ -171,6 +179,7 @@ class RosSFTP(paramiko.SFTPServerInterface):
         try:
             if attr.st_size is not None:
                 os.truncate(self._real(path), attr.st_size)
+                self.device.storage.changed()
         except OSError as exc:
             return _errno_code(exc)
         return SFTP_OK

@@ -140,6 +140,7 @@ class RosServer(paramiko.ServerInterface):
             channel.sendall(self._emit(out))
             channel.send_exit_status(self.device.settings.error_exit_status if failed else 0)
         except DropConnection:
+            replied.wait(10)  # the client saw its command accepted; then the connection dies
             self.transport.close()
             return
         except Exception:

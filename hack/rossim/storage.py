@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import time
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
@@ -15,10 +16,25 @@ if TYPE_CHECKING:
 
 
 class Storage:
+    # Apparent sizes are re-scanned at most this often unless our own writes invalidate them.
+    USED_TTL = 2.0
+
     def __init__(self, device: Device, root: Path) -> None:
         self.device = device
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
+        self._used: dict[str, tuple[float, int]] = {}
+        self._pools: tuple[int, dict[str, int]] = (-1, {})
+
+    def changed(self) -> None:
+        self._used.clear()
+
+    def grew(self, rel: str, delta: int) -> None:
+        """Keep the cached usage of rel's pool exact after a size change we made ourselves."""
+        mount = rel.split("/", 1)[0]
+        cached = self._used.get(mount)
+        if cached is not None:
+            self._used[mount] = (cached[0], cached[1] + delta)
 
     def rel(self, path: str) -> str:
         """Normalise a RouterOS file name: no leading `/`, no `..`, no empty components."""
@@ -34,10 +50,14 @@ class Storage:
 
     def pools(self) -> dict[str, int]:
         """mount point -> capacity in bytes, for every mounted pool disk."""
+        gen = self.device.generation
+        if self._pools[0] == gen:
+            return self._pools[1]
         out: dict[str, int] = {}
         for item in self.device.table("disk").items.values():
             if item.get("type") != "file" and item.get("pool-size"):
                 out[str(item.get("mount-point") or item["slot"])] = int(item["pool-size"])
+        self._pools = (gen, out)
         return out
 
     def has_pool(self, mount: str) -> bool:
@@ -48,6 +68,15 @@ class Storage:
         return first if first in self.pools() else None
 
     def used(self, mount: str) -> int:
+        cached = self._used.get(mount)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < self.USED_TTL:
+            return cached[1]
+        total = self._scan(mount)
+        self._used[mount] = (now, total)
+        return total
+
+    def _scan(self, mount: str) -> int:
         total = 0
         base = self.root / mount
         for dirpath, _dirs, files in os.walk(base):
@@ -81,8 +110,10 @@ class Storage:
         path = self.root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "ab") as fh:
-            if fh.tell() < size:
+            before = fh.tell()
+            if before < size:
                 fh.truncate(size)
+                self.grew(rel, size - before)
 
     def copy_sparse(self, src_rel: str, dst_rel: str, size: int) -> None:
         """Copy only the data extents (SEEK_DATA/SEEK_HOLE) so a clone stays sparse."""
@@ -109,6 +140,7 @@ class Storage:
                     remaining -= len(chunk)
                 offset = hole
             fout.truncate(max(size, end))
+        self.grew(dst_rel, max(size, end))
 
     def mkdir(self, rel: str) -> None:
         path = self.root / rel
@@ -122,8 +154,10 @@ class Storage:
             raise errors.RosError(errors.FILE_EXISTS)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(contents)
+        self.grew(rel, len(contents))
 
     def delete(self, rel: str) -> None:
+        self.changed()
         path = self.root / rel
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
@@ -131,6 +165,7 @@ class Storage:
             path.unlink()
 
     def rename(self, old: str, new: str) -> None:
+        self.changed()
         target = self.root / new
         if target.exists():
             raise errors.RosError(errors.FILE_EXISTS)
