@@ -88,5 +88,10 @@ status:
 bench: venv sysdeps tools
 	bash hack/bench/run-all.sh
 
+# 300 hosts with emulated IPMI BMCs: time to Available, BMC requests/host/min, operator RSS.
+.PHONY: bench-bmh
+bench-bmh: venv sysdeps tools
+	$(PY) hack/bench/bmh_bench.py
+
 clean:
 	rm -rf build .run

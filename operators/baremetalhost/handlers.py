@@ -56,15 +56,19 @@ async def cleanup(**_: Any) -> None:
         await runner.close()
 
 
+# Index and event handlers are async on purpose: they only touch memory, and kopf would otherwise
+# hop to a worker thread for each of them on every watch event.
 @kopf.index(GROUP, VERSION, PLURAL)
-def bmh_macs(namespace: str | None, name: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any) -> dict[Any, Any]:
+async def bmh_macs(
+    namespace: str | None, name: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any
+) -> dict[Any, Any]:
     """(kind, mac) -> holder, across every namespace the operator watches."""
     holder = conflicts.Holder(str(meta.get("creationTimestamp") or ""), namespace or "", name)
     return {key: holder for key in conflicts.mac_keys(spec)}
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def host_changed(
+async def host_changed(
     namespace: str | None, name: str, spec: kopf.Spec, bmh_macs: kopf.Index[Any, Any] | None = None, **_: Any
 ) -> None:
     c = ctx()
@@ -77,7 +81,7 @@ def host_changed(
 
 
 @kopf.on.event(GROUP, VERSION, "dhcpreservations", labels={HOST_LABEL: kopf.PRESENT})
-def reservation_changed(
+async def reservation_changed(
     event: kopf.RawEvent, namespace: str | None, name: str, labels: kopf.Labels, status: kopf.Status, **_: Any
 ) -> None:
     c, namespace = ctx(), namespace or ""

@@ -204,11 +204,8 @@ class HostRunner:
             new["lastPowerCheck"] = st.now()
         if self.pending and self.pending.target == powered:
             self.pending = None
-        self.bmc_condition = (
-            "True",
-            "Connected",
-            f"the {self.driver.name if self.driver else 'BMC'} answers",
-        )
+        protocol = {"ipmi": "IPMI", "redfish": "Redfish"}.get(self.driver.name if self.driver else "", "")
+        self.bmc_condition = ("True", "Connected", f"the {protocol} BMC answers".replace("  ", " "))
 
     def _view(self, spec: dict[str, Any], annotations: dict[str, str], new: dict[str, Any]) -> m.View:
         prov = new.get("provisioning") or {}
