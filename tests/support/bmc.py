@@ -70,7 +70,38 @@ class EmulatedSystem:
     port: int = 0
 
 
-class IpmiEmulator:
+class _Emulator:
+    """A subprocess emulator: launch through ``start`` (or ``with``), stopped with SIGTERM."""
+
+    proc: subprocess.Popen[bytes] | None = None
+    log: Path
+
+    def _launch(self, cmd: list[str], cwd: Path, ready: Any, what: str) -> None:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
+
+        def probe() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"{what} exited:\n{self.log.read_text()[-3000:]}")
+            return bool(ready())
+
+        wait_for(probe, timeout=60, interval=0.2, what=what)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class IpmiEmulator(_Emulator):
     """Many IPMI BMCs in one process; ``address(name)`` gives the ipmi:// URL of one of them."""
 
     def __init__(self, workdir: Path, systems: list[EmulatedSystem], power_delay: float = 0.0) -> None:
@@ -101,7 +132,6 @@ class IpmiEmulator:
             )
         )
         self.control_port = free_tcp_port()
-        self.proc: subprocess.Popen[bytes] | None = None
         self.log = workdir / "ipmi-emulator.log"
 
     def start(self) -> IpmiEmulator:
@@ -109,35 +139,18 @@ class IpmiEmulator:
             sys.executable, "-m", "tests.support.ipmi_bmc_emulator", "--config", str(self.config),
             "--control-port", str(self.control_port), "--state-file", str(self.state_file),
         ]  # fmt: skip
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
 
         def ready() -> bool:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"IPMI emulator exited:\n{self.log.read_text()[-3000:]}")
             try:
                 return bool(self.state())
             except OSError:
                 return False
 
-        wait_for(ready, timeout=60, interval=0.2, what="IPMI emulator control endpoint")
+        self._launch(cmd, REPO, ready, "IPMI emulator")
         return self
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
 
     def __enter__(self) -> IpmiEmulator:
         return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def address(self, name: str) -> str:
         return f"ipmi://127.0.0.1:{self.systems[name].port}"
@@ -221,7 +234,7 @@ def self_signed_certificate(workdir: Path, host: str = "127.0.0.1") -> tuple[Pat
     return cert_path, key_path
 
 
-class SushyEmulator:
+class SushyEmulator(_Emulator):
     """``sushy-emulator --fake``: power changes land 1-11 s after the request, so poll for them."""
 
     def __init__(
@@ -238,7 +251,6 @@ class SushyEmulator:
         self.tls = tls
         self.cert: Path | None = None
         self.log = workdir / "sushy.log"
-        self.proc: subprocess.Popen[bytes] | None = None
         self.users = users or {}
         lines = [
             "SUSHY_EMULATOR_FAKE_SYSTEMS = " + repr(
@@ -280,12 +292,8 @@ class SushyEmulator:
 
     def start(self) -> SushyEmulator:
         cmd = [str(VENV_BIN / "sushy-emulator"), "--fake", "--config", str(self.config)]
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
 
         def ready() -> bool:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"sushy-emulator exited:\n{self.log.read_text()[-3000:]}")
             try:
                 self.get("/redfish/v1/")
                 return True
@@ -294,24 +302,11 @@ class SushyEmulator:
             except OSError:
                 return False
 
-        wait_for(ready, timeout=60, interval=0.2, what="sushy-emulator")
+        self._launch(cmd, self.workdir, ready, "sushy-emulator")
         return self
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
 
     def __enter__(self) -> SushyEmulator:
         return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def _open(self, req: urllib.request.Request) -> Any:
         import base64
