@@ -93,5 +93,9 @@ bench: venv sysdeps tools
 bench-bmh: venv sysdeps tools
 	$(PY) hack/bench/bmh_bench.py
 
+.PHONY: bench-network
+bench-network: venv sysdeps tools
+	$(PY) hack/bench/network_bench.py
+
 clean:
 	rm -rf build .run

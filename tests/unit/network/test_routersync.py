@@ -220,3 +220,29 @@ def test_duplicate_tagged_copies_are_reduced_to_one() -> None:
 )  # fmt: skip
 def test_duration_seconds(text: str, seconds: float) -> None:
     assert duration_seconds(text) == seconds
+
+
+class RecordingSession:
+    """Stands in for a router session: records what read_state asks for."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[str, ...], dict[str, str] | None]] = []
+
+    def print(self, menu: str, proplist=(), where=None):  # type: ignore[no-untyped-def]
+        self.calls.append((menu, tuple(proplist), where))
+        return []
+
+
+def test_read_state_reads_each_menu_once_and_only_our_leases() -> None:
+    from operators.network.desired import MENU_ORDER
+    from operators.network.routersync import read_state
+
+    sess = RecordingSession()
+    state = read_state(sess, "trellis-lab")  # type: ignore[arg-type]
+    assert [c[0] for c in sess.calls] == list(MENU_ORDER)
+    assert set(state) == set(MENU_ORDER)
+    wheres = {menu: where for menu, _, where in sess.calls}
+    assert wheres[LEASE] == {"server": "trellis-lab"}
+    assert all(w is None for m, w in wheres.items() if m != LEASE)
+    props = {menu: p for menu, p, _ in sess.calls}
+    assert {".id", "comment", "address", "mac-address", "server"} <= set(props[LEASE])
