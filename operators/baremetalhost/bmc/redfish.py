@@ -75,6 +75,7 @@ class RedfishDriver(BMCDriver):
         self._session_uri: str | None = None
         self._use_session: bool | None = None if auth == "auto" else auth == "session"
         self._system: str | None = address.system_path
+        self._resolved: str | None = None  # canonical system URI, known after the first GET
         self._lock = asyncio.Lock()
 
     # -- transport -------------------------------------------------------------------------------
@@ -156,6 +157,15 @@ class RedfishDriver(BMCDriver):
 
     async def system_path(self) -> str:
         """The system's canonical URI; discovered when the address names no system."""
+        if self._resolved is None:
+            await self._system_doc()
+        assert self._resolved is not None
+        return self._resolved
+
+    async def _system_doc(self) -> dict[str, Any]:
+        """GET the system; the first call also finds it and follows a name -> UUID alias."""
+        if self._resolved is not None:
+            return await self._get(self._resolved)
         if self._system is None:
             collection = await self._get("/redfish/v1/Systems")
             members = [m["@odata.id"] for m in collection.get("Members", [])]
@@ -166,11 +176,8 @@ class RedfishDriver(BMCDriver):
                 )
             self._system = members[0]
         system = await self._get(self._system)
-        self._system = system.get("@odata.id") or self._system  # follow name -> UUID aliases once
-        return self._system
-
-    async def _system_doc(self) -> dict[str, Any]:
-        return await self._get(await self.system_path())
+        self._resolved = str(system.get("@odata.id") or self._system)
+        return system
 
     async def _reset(self, reset_type: str) -> None:
         system = await self._system_doc()
