@@ -184,6 +184,17 @@ class Connection:
             except RosError as exc:
                 self.device.log.record("api", user, path, verb, text, exc.message)
                 replies = [["!trap", f"=category={exc.category}", f"=message={exc.message}"], ["!done"]]
+            except Exception:
+                LOG.exception("simulator bug while running %s", text)
+                self.device.log.record("api", user, path, verb, text, "internal simulator error")
+                replies = [
+                    [
+                        "!trap",
+                        f"=category={errors.CAT_FAILURE}",
+                        "=message=failure: internal simulator error",
+                    ],
+                    ["!done"],
+                ]
             else:
                 self.device.log.record("api", user, path, verb, text)
             if drop == "after":

@@ -24,8 +24,9 @@ class InterfaceListHooks(Hooks):
         out = []
         for path in INTERFACE_TABLES:
             for num, view in device.rows(path):
-                row: View = {k: view.get(k) for k in ("name", "mtu", "actual-mtu", "mac-address", "comment")}
+                row: View = {"name": view.get("name"), "default-name": view.get("default-name")}
                 row.update(type=self.kinds[path], running=view.get("running"), disabled=view.get("disabled"))
+                row.update({k: view.get(k) for k in ("comment", "mtu", "actual-mtu", "mac-address")})
                 row["actual-mtu"] = row["actual-mtu"] or row["mtu"]
                 row[".id"] = view[".id"]
                 row["__explicit"] = frozenset()
@@ -41,13 +42,14 @@ def build_menus() -> dict[str, Menu]:
             "interface",
             (
                 Field("name", quoted=True),
+                Field("default-name", readonly=True, quoted=True),
                 Field("type", readonly=True, quoted=True),
+                Field("comment", readonly=True, quoted=True),
                 Field("mtu", "int", readonly=True),
                 Field("actual-mtu", "int", readonly=True),
                 Field("mac-address", readonly=True),
                 Field("running", "bool", readonly=True, detail=False),
                 Field("disabled", "bool", readonly=True, detail=False),
-                Field("comment", readonly=True, quoted=True),
             ),
             "name",
             True,

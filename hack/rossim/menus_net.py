@@ -110,7 +110,7 @@ class PoolHooks(NamedHooks):
                 total += ipaddress.IPv4Network(part).num_addresses
             else:
                 lo, _, hi = part.partition("-")
-                total += int(ipaddress.IPv4Address(hi)) - int(ipaddress.IPv4Address(lo)) + 1
+                total += int(ipaddress.IPv4Address(hi or lo)) - int(ipaddress.IPv4Address(lo)) + 1
         return {"total": total, "used": 0, "available": total}
 
 

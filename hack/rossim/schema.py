@@ -146,7 +146,7 @@ def parse_ranges(f: Field, text: str) -> str:
             raise errors.invalid_value(f.name) from None
         if b < a:
             raise errors.invalid_value(f.name)
-        parts.append(f"{a}-{b}")
+        parts.append(f"{a}-{b}" if b != a else str(a))
     return ",".join(parts)
 
 

@@ -381,3 +381,78 @@ def test_fifty_concurrent_api_connections(fresh: RosSim) -> None:
         t.join(120)
     assert errors == []
     assert fresh.control.menu("ip/dns/static").__len__() == 500
+
+
+# menu -> (add arguments, query key, update arguments); prerequisites are created by the test
+EVERY_MENU = {
+    ("interface", "bridge"): ({"name": "br-m"}, "name", {"comment": "c"}),
+    ("interface", "vlan"): ({"name": "vl-m", "vlan-id": 30, "interface": "ether5"}, "name", {"mtu": 1400}),
+    ("interface", "bridge", "port"): (
+        {"bridge": "br-base", "interface": "ether6"},
+        "interface",
+        {"pvid": 30},
+    ),
+    ("interface", "bridge", "vlan"): (
+        {"bridge": "br-base", "vlan-ids": "30"},
+        "vlan-ids",
+        {"tagged": "ether7"},
+    ),
+    ("ip", "address"): ({"address": "10.30.0.1/24", "interface": "br-base"}, "address", {"comment": "c"}),
+    ("ip", "pool"): ({"name": "pool-m", "ranges": "10.30.0.10-10.30.0.20"}, "name", {"ranges": "10.30.0.30"}),
+    ("ip", "dhcp-server"): ({"name": "dhcp-m", "interface": "ether8"}, "name", {"lease-time": "1h"}),
+    ("ip", "dhcp-server", "lease"): (
+        {"mac-address": "02:00:00:00:00:30", "address": "10.30.0.5"},
+        "mac-address",
+        {"address": "10.30.0.6"},
+    ),
+    ("ip", "dhcp-server", "network"): (
+        {"address": "10.30.0.0/24", "gateway": "10.30.0.1"},
+        "address",
+        {"dns-server": "10.30.0.1,1.1.1.1"},
+    ),
+    ("ip", "dhcp-server", "option"): (
+        {"name": "opt-m", "code": 66, "value": "'10.0.0.2'"},
+        "name",
+        {"code": 67},
+    ),
+    ("ip", "dhcp-relay"): (
+        {"name": "relay-m", "interface": "br-base", "dhcp-server": "10.0.0.1"},
+        "name",
+        {"local-address": "10.30.0.1"},
+    ),
+    ("ip", "dns", "static"): ({"name": "m.lab", "address": "10.30.0.7"}, "name", {"ttl": "5m"}),
+    ("ip", "firewall", "nat"): (
+        {
+            "chain": "dstnat",
+            "action": "dst-nat",
+            "protocol": "tcp",
+            "dst-port": "80",
+            "to-addresses": "10.30.0.7",
+        },
+        "chain",
+        {"to-ports": "8080"},
+    ),
+    ("disk",): (
+        {"type": "file", "file-path": "storage-pool/m.img", "file-size": "1M", "slot": "m"},
+        "slot",
+        {"nvme-tcp-export": True},
+    ),
+    ("file",): ({"name": "storage-pool/m-dir", "type": "directory"}, "name", {"name": "storage-pool/m-dir2"}),
+}
+
+
+@pytest.mark.parametrize("path", list(EVERY_MENU), ids=["/".join(p) for p in EVERY_MENU])
+def test_add_print_query_update_remove_on_every_menu(api, path: tuple[str, ...]) -> None:  # type: ignore[no-untyped-def]
+    api.path("interface", "bridge").add(name="br-base")
+    add, key, update = EVERY_MENU[path]
+    menu = api.path(*path)
+    ret = menu.add(**add)
+    assert ret.startswith("*")
+    (row,) = menu.select(Key(".id"), Key(key)).where(Key(key) == add[key])
+    assert row[".id"] == ret
+    menu.update(**{".id": ret, **update})
+    (row,) = list(api.rawCmd(f"/{'/'.join(path)}/print", f"?.id={ret}"))
+    for name, value in update.items():
+        assert row[name] == value if isinstance(value, bool) else str(row[name]) == str(value)
+    menu.remove(ret)
+    assert not list(api.rawCmd(f"/{'/'.join(path)}/print", f"?.id={ret}"))

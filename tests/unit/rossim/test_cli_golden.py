@@ -118,3 +118,9 @@ def test_wrapping_follows_terminal_width(cli: Callable[[str], str], device: Devi
     # only the forced group breaks remain (size, file-path, file-size start their own line)
     assert [line.split()[0].split("=")[0] for line in lines[1:]] == ["size", "file-path", "file-size"]
     assert max(len(line) for line in lines) > 100
+
+
+def test_interface_terse_matches_captured_line(cli: Callable[[str], str]) -> None:
+    cli('/interface ethernet set ether1 comment="WAN uplink"')
+    first = cli("/interface print terse").splitlines()[0]
+    assert first.startswith('0 R name=ether1 default-name=ether1 type=ether comment="WAN uplink" ')
