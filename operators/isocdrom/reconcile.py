@@ -194,6 +194,10 @@ def reconcile(
     except ConfigProblem as exc:
         run.write((False, exc.reason, exc.message), phase="Error", message=exc.message)
         raise Retry(exc.message, delay=10) from exc
+    except transfer.ConnectError as exc:
+        # Never a permanent Error: host keys and credentials get fixed, routers come back.
+        run.write((False, "RouterError", str(exc)), message=str(exc))
+        raise Retry(str(exc), delay=10) from exc
     except transfer.TransferError as exc:
         if not exc.retryable:
             run.write((False, "TransferFailed", str(exc)), phase="Error", message=str(exc))

@@ -44,6 +44,10 @@ class TransferError(Exception):
         self.retryable = retryable
 
 
+class ConnectError(TransferError):
+    """The SSH session for SFTP could not be opened (router down, refused, wrong host key)."""
+
+
 class ChecksumMismatch(TransferError):
     def __init__(self, expected: str, actual: str) -> None:
         super().__init__(f"sha256 mismatch: expected {expected}, got {actual}", retryable=False)
@@ -53,7 +57,10 @@ class ChecksumMismatch(TransferError):
 
 def open_transport(config: SSHConfig) -> paramiko.Transport:
     """An authenticated SSH transport with the host key pinned and SFTP-sized window and packets."""
-    sock = socket.create_connection((config.host, config.port), timeout=config.connect_timeout)
+    try:
+        sock = socket.create_connection((config.host, config.port), timeout=config.connect_timeout)
+    except OSError as exc:
+        raise ConnectError(f"cannot connect to {config.host}:{config.port}: {exc}") from exc
     transport = paramiko.Transport(
         sock, default_window_size=WINDOW_SIZE, default_max_packet_size=MAX_PACKET_SIZE
     )
@@ -65,7 +72,7 @@ def open_transport(config: SSHConfig) -> paramiko.Transport:
         key = transport.get_remote_server_key()
         pinned = pinned_host_keys(config.known_hosts).lookup(known_hosts_name(config.host, config.port))
         if pinned is None or pinned.get(key.get_name()) != key:
-            raise TransferError(
+            raise ConnectError(
                 f"SSH host key of {config.host}:{config.port} does not match the pinned key", False
             )
         if config.private_key:
@@ -77,10 +84,10 @@ def open_transport(config: SSHConfig) -> paramiko.Transport:
         transport.set_keepalive(config.keepalive_interval)
     except paramiko.AuthenticationException as exc:
         transport.close()
-        raise TransferError(f"SSH authentication failed: {exc}", retryable=False) from exc
+        raise ConnectError(f"SSH authentication failed: {exc}", retryable=False) from exc
     except (paramiko.SSHException, OSError) as exc:
         transport.close()
-        raise TransferError(f"SSH connection failed: {exc}") from exc
+        raise ConnectError(f"SSH connection failed: {exc}") from exc
     except TransferError:
         transport.close()
         raise
