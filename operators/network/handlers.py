@@ -8,6 +8,7 @@ Routers get a probe daemon each. The logic lives in reconcile.py, backends.py an
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from typing import Any
 
@@ -77,6 +78,9 @@ def runtime() -> Runtime:
 async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     global RUNTIME
     configure(settings, "network")
+    # Reservation events arrive by the thousand; kopf's per-handler INFO lines must not each become
+    # a Kubernetes Event. The operator posts its own Events (conflicts, refusals) explicitly.
+    settings.posting.level = logging.WARNING
     RUNTIME = Runtime()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -63,6 +64,7 @@ class Reconciler:
         networks: Iterable[ipam.NetworkRef],
         logger: Logger,
     ) -> None:
+        started = time.monotonic()
         net = await self.kube.get_cluster("networks", name)
         if net is None or net["metadata"].get("deletionTimestamp"):
             return
@@ -100,7 +102,9 @@ class Reconciler:
 
         by_key = {r.key: r for r in reservations}
         hosts = [_host(by_key[v.key], v) for v in result.verdicts.values() if v.ok and v.ip]
+        backend_started = time.monotonic()
         outcome = await self._backends(name, meta["uid"], spec, hosts, logger)
+        backend_took = time.monotonic() - backend_started
 
         conditions = set_condition(
             old.get("conditions"), "Ready", outcome.ok, outcome.reason, outcome.message, generation
@@ -131,8 +135,11 @@ class Reconciler:
         if not outcome.ok:
             logger.warning("Network %s: %s: %s", name, outcome.reason, outcome.message)
         await self._reservation_statuses(reservations, result, outcome)
-        count = len(reservations)
-        logger.debug("Network %s: pass complete (%d reservations, %d writes)", name, count, outcome.writes)
+        count, took = len(reservations), time.monotonic() - started
+        logger.debug(
+            "Network %s: pass complete (%d reservations, %d writes, %.2fs, backend %.2fs)",
+            *(name, count, outcome.writes, took, backend_took),
+        )
 
     async def _backends(
         self, name: str, uid: str, spec: NetworkSpec, hosts: list[Host], logger: Logger

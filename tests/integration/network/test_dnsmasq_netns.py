@@ -225,3 +225,26 @@ def test_proxy_mode_hands_out_no_addresses(tmp_path: Path) -> None:
         assert bytes.fromhex(reply["options"]["60"]) == b"PXEClient"
         pxe_menu = bytes.fromhex(reply["options"]["43"])
         assert b"Network boot" in pxe_menu and bytes(map(int, SERVER_IP.split("."))) in pxe_menu
+
+
+def test_picker_creates_a_vlan_subinterface(tmp_path: Path) -> None:
+    reason = _requirements()
+    if reason:
+        pytest.skip(reason)
+    with netlab() as lab:
+        ns = lab.namespace("v")
+        peer = lab.namespace("p")
+        lab.veth(ns, "trunk0", peer, "trunk0")
+        probe = lab.run(
+            ns, ["ip", "link", "add", "link", "trunk0", "name", "probe.9", "type", "vlan", "id", "9"]
+        )
+        if probe.returncode != 0:
+            pytest.skip(f"this kernel cannot create VLAN interfaces (8021q): {probe.stderr.strip()}")
+        lab.run(ns, ["ip", "link", "del", "probe.9"], check=True)
+        with NetNS(ns) as ipr:
+            first = ifpicker.pick(ipr, CIDR, address=SERVER_IP, parent="trunk0", vlan=42)
+            again = ifpicker.pick(ipr, CIDR, address=SERVER_IP, parent="trunk0", vlan=42)
+        assert (first.interface, first.created, first.address_added) == ("trunk0.42", True, True)
+        assert (again.interface, again.created, again.address_added) == ("trunk0.42", False, False)
+        shown = lab.run(ns, ["ip", "-d", "addr", "show", "trunk0.42"], check=True).stdout
+        assert "vlan protocol 802.1Q id 42" in shown and f"{SERVER_IP}/24" in shown

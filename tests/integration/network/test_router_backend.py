@@ -290,3 +290,52 @@ def test_bad_input_is_reported_and_changes_nothing(
     crds.kubectl("delete", "dhcpreservation.trellis.dev", "first", "-n", namespace)
     for net in (older, newer, missing, clash):
         crds.kubectl("delete", "network.trellis.dev", net, "--wait=false")
+
+
+def test_router_over_tls_with_ca_from_secret(
+    crds: ControlPlane, system_ns: str, operator: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    tls_sim = start_rossim(tmp_path_factory.mktemp("rossim-tls"), tls=True)
+    try:
+        assert tls_sim.tls_cert_pem and tls_sim.api_tls_port
+        good, bad = unique("tlsrtr"), unique("tlsbad")
+        for name, ca in ((good, tls_sim.tls_cert_pem), (bad, _other_ca())):
+            objs = router_objects(tls_sim, name, system_ns)
+            meta = {"name": f"{name}-ca", "namespace": system_ns}
+            objs.append(
+                {"apiVersion": "v1", "kind": "Secret", "metadata": meta, "stringData": {"ca.crt": ca}}
+            )
+            objs[1]["spec"]["apiTLS"] = {
+                "enabled": True,
+                "port": tls_sim.api_tls_port,
+                "serverName": "localhost",
+                "caSecretRef": {"name": f"{name}-ca", "namespace": system_ns, "key": "ca.crt"},
+            }
+            crds.apply(objs)
+        assert crds.wait_condition("routers", good, timeout=60)["reason"] == "Reachable"
+        cond = crds.wait_condition("routers", bad, status="False", timeout=60)
+        assert cond["reason"] == "Unreachable" and "TLS" in cond["message"]
+        for name in (good, bad):
+            crds.kubectl("delete", "router.trellis.dev", name)
+    finally:
+        tls_sim.stop()
+
+
+def _other_ca() -> str:
+    """A self-signed certificate that did not sign the simulator's."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "not-the-router-ca")])
+    now = dt.datetime.now(dt.UTC)
+    builder = x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+    builder = builder.serial_number(x509.random_serial_number()).not_valid_before(now)
+    builder = builder.not_valid_after(now + dt.timedelta(days=1))
+    builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+    cert = builder.sign(key, hashes.SHA256())
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
