@@ -141,3 +141,20 @@ def test_online_flips_and_reboot_annotation(
     wait_for(lambda: ipmi.system("ipmi1")["power"] == "on", timeout=30, what="ipmi1 on after reboot")
     assert len(ipmi.system("ipmi1")["boots"]) == boots + 1  # exactly one reboot
     assert "Rebooted" in {e["reason"] for e in events(cp, namespace, "srv2")}
+
+    # Re-inspection on request: Available -> Inspecting -> Available, annotation consumed.
+    cp.kubectl("annotate", "bmh", "-n", namespace, "srv2", "baremetalhost.trellis.dev/inspect=")
+    wait_for(
+        lambda: (
+            "baremetalhost.trellis.dev/inspect"
+            not in (bmh(cp, namespace, "srv2")["metadata"].get("annotations") or {})
+        ),
+        timeout=30,
+        what="inspect annotation consumed",
+    )
+    wait_for(
+        lambda: "InspectRequested" in {e["reason"] for e in events(cp, namespace, "srv2")},
+        what="InspectRequested",
+    )
+    status = wait_state(cp, namespace, "srv2", "Available")["status"]
+    assert status["hardware"]["serialNumber"] == "SN-ipmi1"
