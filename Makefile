@@ -55,12 +55,14 @@ $(BIN)/talos-validate: hack/talosvalidate/go.mod hack/talosvalidate/go.sum $(wil
 	cd hack/talosvalidate && CGO_ENABLED=0 go build -trimpath -o $(CURDIR)/$@ .
 build/proto/csi.proto: hack/csi-proto.sh
 	bash hack/csi-proto.sh $(CSI_SPEC) build/proto
+$(BIN)/csi-provisioner: hack/csi-sidecars.sh
+	bash hack/csi-sidecars.sh $(BIN)
 $(BIN)/csi-sanity-runner: hack/csi-sanity/go.mod hack/csi-sanity/go.sum hack/csi-sanity/main.go
 	cd hack/csi-sanity && CGO_ENABLED=0 go build -trimpath -o $(BIN)/csi-sanity-runner .
 # CSI stubs: generated, never committed (csi/_gen/ is ignored).
 csi/_gen/csi_pb2.py: build/proto/csi.proto $(VENV)/.installed
 	$(PY) -m csi.stubs build/proto/csi.proto
-tools: $(BIN)/trellis-testenv $(BIN)/kubectl $(BIN)/helm $(BIN)/csi-sanity build/proto/csi.proto $(BIN)/talos-validate csi/_gen/csi_pb2.py $(BIN)/csi-sanity-runner
+tools: $(BIN)/trellis-testenv $(BIN)/kubectl $(BIN)/helm $(BIN)/csi-sanity build/proto/csi.proto $(BIN)/talos-validate csi/_gen/csi_pb2.py $(BIN)/csi-sanity-runner $(BIN)/csi-provisioner
 
 crds: venv
 	$(PY) -m trellis.crdgen --out crds --chart charts/trellis/crds

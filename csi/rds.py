@@ -164,4 +164,3 @@ class Rds:
 
     def ping(self) -> None:
         self.cli.print("/disk", eq("slot", "-"))
-
