@@ -21,7 +21,7 @@ LDFLAGS := -s -w -X k8s.io/component-base/version.gitVersion=$(K8S_VERSION) \
 
 PYTEST_ARGS ?=
 
-.PHONY: help up down status test unit lint crds tools sysdeps venv bench clean
+.PHONY: help up down status test unit lint crds tools sysdeps venv bench clean bench-csi
 help:
 	@echo "make up     - start control plane, simulators, operators and CSI driver with the examples"
 	@echo "make test   - set everything up and run the whole test suite"
@@ -89,6 +89,9 @@ status:
 
 bench: venv sysdeps tools
 	bash hack/bench/run-all.sh
+
+bench-csi: venv tools
+	mkdir -p build/bench && PYTHONPATH=$(CURDIR):$(CURDIR)/hack $(PY) hack/bench/csi_bench.py
 
 # 300 hosts with emulated IPMI BMCs: time to Available, BMC requests/host/min, operator RSS.
 .PHONY: bench-bmh
