@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--api-tls-port", type=_port, default=None, help="api-ssl with a generated certificate")
     p.add_argument("--ssh-port", type=_port, default=2222)
     p.add_argument("--control-port", type=_port, default=None, help="loopback HTTP control API")
+    p.add_argument("--rest-port", type=_port, default=None, help="RouterOS REST API subset (plain HTTP)")
     p.add_argument(
         "--user",
         action="append",
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         api_tls_port=args.api_tls_port,
         control_port=args.control_port,
         settings=settings,
+        rest_port=args.rest_port,
     )
     for spec in args.user:
         name, _, rest = spec.partition(":")

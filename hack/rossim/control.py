@@ -88,7 +88,13 @@ def handle(sim: Simulator, method: str, path: str, query: dict[str, str], body: 
     if route == ("POST", "settings"):
         return sim.update_settings(body)
     if route == ("POST", "users"):
-        sim.set_user(body["name"], body.get("password"), body.get("group", "full"), body.get("keys"))
+        sim.set_user(
+            body["name"],
+            body.get("password"),
+            body.get("group", "full"),
+            body.get("keys"),
+            body.get("policies"),
+        )
         return {"ok": True}
     if route == ("POST", "flush"):
         device.save()
@@ -266,9 +272,15 @@ class ControlClient:
         return dict(self.call("GET", "/settings"))
 
     def add_user(
-        self, name: str, password: str | None = None, group: str = "full", keys: list[str] | None = None
+        self,
+        name: str,
+        password: str | None = None,
+        group: str = "full",
+        keys: list[str] | None = None,
+        policies: list[str] | None = None,
     ) -> None:
-        self.call("POST", "/users", {"name": name, "password": password, "group": group, "keys": keys})
+        body = {"name": name, "password": password, "group": group, "keys": keys, "policies": policies}
+        self.call("POST", "/users", body)
 
     def flush(self) -> None:
         self.call("POST", "/flush", {})

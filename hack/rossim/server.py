@@ -25,6 +25,7 @@ class Simulator:
         api_tls_port: int | None = None,
         control_port: int | None = 0,
         settings: dict[str, Any] | None = None,
+        rest_port: int | None = None,
     ) -> None:
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -36,7 +37,14 @@ class Simulator:
         self.ssh: SSHServer | None = None
         self.api: Any = None
         self.control: ControlServer | None = None
-        self._ports = {"api": api_port, "ssh": ssh_port, "api_tls": api_tls_port, "control": control_port}
+        self._ports = {
+            "api": api_port,
+            "ssh": ssh_port,
+            "api_tls": api_tls_port,
+            "control": control_port,
+            "rest": rest_port,
+        }
+        self.rest: Any = None
         self.tls_cert: Path | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -54,6 +62,11 @@ class Simulator:
         if self._ports["api"] is not None or tls is not None:
             self.api = ApiServer(self.device, self.host, self._ports["api"], self._ports["api_tls"], tls)
             self.api.start()
+        if self._ports["rest"] is not None:
+            from rossim.rest import RestServer
+
+            self.rest = RestServer(self.device, self.host, int(self._ports["rest"]))
+            self.rest.start()
         if self._ports["control"] is not None:
             self.control = ControlServer(self, self.host, int(self._ports["control"]))
             self.control.start()
@@ -67,6 +80,8 @@ class Simulator:
             self.ssh.close()
         if self.api:
             self.api.close()
+        if self.rest:
+            self.rest.close()
         self.device.stop_saver()
 
     # ------------------------------------------------------------------ info
@@ -83,6 +98,7 @@ class Simulator:
             "api_tls_port": self.api.tls_port if self.api else None,
             "ssh_port": self.ssh.port if self.ssh else None,
             "control_port": self.control.port if self.control else None,
+            "rest_port": self.rest.port if self.rest else None,
             "data_dir": str(self.data_dir),
             "files_root": str(self.device.storage.root),
             "host_key": f"{self.host_key.get_name()} {self.host_key.get_base64()}",
@@ -202,7 +218,12 @@ class Simulator:
         return vars(self.device.settings)
 
     def set_user(
-        self, name: str, password: str | None, group: str = "full", keys: list[str] | None = None
+        self,
+        name: str,
+        password: str | None,
+        group: str = "full",
+        keys: list[str] | None = None,
+        policies: list[str] | None = None,
     ) -> None:
         if group not in ("full", "write", "read"):
             raise ValueError(f"unknown group {group}")
@@ -213,4 +234,6 @@ class Simulator:
                 user["password"] = password
             if keys is not None:
                 user["keys"] = [k.strip() for k in keys if k.strip()]
+            if policies is not None:
+                user["policies"] = list(policies)
             self.device.mark_dirty()

@@ -80,6 +80,7 @@ class RosSim:
     control: ControlClient
     log_path: Path
     argv: list[str] = field(repr=False, default_factory=list)
+    rest_port: int | None = None
 
     # -------------------------------------------------------------- clients
 
@@ -229,6 +230,7 @@ def start_rossim(
     pool_size: str | None = None,
     extra_args: Sequence[str] = (),
     timeout: float = 30.0,
+    rest: bool = False,
 ) -> RosSim:
     """Start `python -m rossim` on free loopback ports; wait until it is ready."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -258,6 +260,8 @@ def start_rossim(
     ]
     if tls:
         argv += ["--api-tls-port", "0"]
+    if rest:
+        argv += ["--rest-port", "0"]
     if pool_size:
         argv += ["--pool-size", pool_size]
     argv += list(extra_args)
@@ -267,6 +271,8 @@ def start_rossim(
     known_hosts = data_dir / "known_hosts"
     known_hosts.write_text(info["known_hosts"] + "\n")
     argv = _with_ports(argv, info["api_port"], info["ssh_port"], info["control_port"], info["api_tls_port"])
+    if info.get("rest_port"):
+        argv[argv.index("--rest-port") + 1] = str(info["rest_port"])
     control = ControlClient(f"http://{info['host']}:{info['control_port']}")
     return RosSim(
         proc=launched.proc,
@@ -288,6 +294,7 @@ def start_rossim(
         control=control,
         log_path=log_path,
         argv=argv,
+        rest_port=info.get("rest_port"),
     )
 
 

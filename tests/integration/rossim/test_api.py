@@ -10,7 +10,7 @@ import librouteros
 import pytest
 from librouteros.exceptions import FatalError, TrapError
 from librouteros.query import And, Key, Or
-from rossim.wire import encode_sentence
+from rossim.wire import encode_sentence, encode_word
 
 from tests.support.rossim import RosSim
 
@@ -456,3 +456,21 @@ def test_add_print_query_update_remove_on_every_menu(api, path: tuple[str, ...])
         assert row[name] == value if isinstance(value, bool) else str(row[name]) == str(value)
     menu.remove(ret)
     assert not list(api.rawCmd(f"/{'/'.join(path)}/print", f"?.id={ret}"))
+
+
+def test_reserved_control_byte_closes_the_connection(fresh: RosSim) -> None:
+    client = RawClient(fresh)
+    client.sock.sendall(b"\xf8\x00")
+    with pytest.raises((EOFError, ConnectionError)):
+        client.read()
+    client.close()
+
+
+def test_five_byte_lengths_are_accepted(fresh: RosSim) -> None:
+    client = RawClient(fresh)
+    word = b"=comment=" + b"x" * 20
+    # a 5-byte length prefix (0xF0 + 4 bytes): librouteros never sends one, RouterOS defines it
+    head = b"".join(encode_word(w) for w in ("/ip/pool/add", "=name=p5", "=ranges=10.0.0.1"))
+    client.sock.sendall(head + b"\xf0" + len(word).to_bytes(4, "big") + word + b"\x00")
+    assert client.read() == ["!done", "=ret=*1"]
+    client.close()

@@ -173,3 +173,16 @@ def test_unquoted_injection_runs_the_second_command(fresh: RosSim) -> None:
     assert out == ""
     assert fresh.ssh_exec(":put [/disk find slot=keep]") == "\n"
     assert [e["verb"] for e in fresh.control.writes(menu="/disk")] == ["add", "remove"]
+
+
+def test_interactive_shell_runs_lines(fresh: RosSim) -> None:
+    client = fresh.ssh_client()
+    chan = client.invoke_shell()
+    chan.settimeout(10)
+    chan.sendall(b"/system identity print\r\n")
+    data = b""
+    while data.count(b"] > ") < 2:
+        data += chan.recv(4096)
+    client.close()
+    assert b"[admin@MikroTik] > " in data
+    assert b"name: MikroTik" in data

@@ -124,3 +124,11 @@ def test_interface_terse_matches_captured_line(cli: Callable[[str], str]) -> Non
     cli('/interface ethernet set ether1 comment="WAN uplink"')
     first = cli("/interface print terse").splitlines()[0]
     assert first.startswith('0 R name=ether1 default-name=ether1 type=ether comment="WAN uplink" ')
+
+
+def test_print_detail_terse_without_paging_is_terse(cli: Callable[[str], str]) -> None:
+    cli(ADD_SAMPLE)
+    out = cli("/disk print detail terse without-paging where slot=pvc-test-123")
+    assert out.startswith("0 t type=file slot=pvc-test-123 ")
+    assert " size=53687091200 " in out and " file-size=50.0GiB " in out
+    assert out.count("\n") == 1
