@@ -157,3 +157,28 @@ def test_command_log_counts_writes_per_protocol(fresh: RosSim) -> None:
         ("ssh", "/ip/pool", "remove"),
     ]
     assert len(fresh.control.log(since, verb="print")) == 2
+
+
+def test_sftp_upload_can_be_cut_off_mid_transfer(fresh: RosSim) -> None:
+    fresh.control.drop_after(8, protocol="sftp")
+    client = fresh.ssh_client()
+    sftp = client.open_sftp()
+    with (
+        pytest.raises((OSError, EOFError, paramiko.SSHException)),
+        sftp.open("/storage-pool/cut.iso", "wb") as fh,
+    ):
+        for _ in range(64):
+            fh.write(b"x" * 32768)
+    client.close()
+    partial = fresh.control.menu("file")
+    sizes = {f["name"]: int(f.get("size", 0)) for f in partial}
+    assert 0 < sizes["storage-pool/cut.iso"] < 64 * 32768
+    fresh.control.fail_next("failure: execution error", protocol="sftp", verb="upload")
+    client = fresh.ssh_client()
+    sftp = client.open_sftp()
+    with pytest.raises(OSError):
+        sftp.open("/storage-pool/other.iso", "wb")
+    with sftp.open("/storage-pool/cut.iso", "wb") as fh:
+        fh.write(b"complete")
+    assert sftp.stat("/storage-pool/cut.iso").st_size == 8
+    client.close()
