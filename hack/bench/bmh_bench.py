@@ -153,6 +153,9 @@ def main() -> int:
             "ipmi_commands_per_host_per_min": round(commands * per_min, 3),
             "operator_peak_rss_mib": round(rss, 1),
             "driver": "ipmitool (one RMCP+ session per operation)",
+            # Wall-clock figures depend on what else the machine runs; the load says how busy it was.
+            "load_average_1m_at_end": round(os.getloadavg()[0], 2),
+            "cpus": os.cpu_count(),
         }
         print(
             f"steady state over {window:.0f}s: {result['bmc_sessions_per_host_per_min']} RMCP+ sessions and "
