@@ -54,6 +54,8 @@ def handle(sim: Simulator, method: str, path: str, query: dict[str, str], body: 
         return disks
     if route == ("GET", "exports"):
         return sim.exports()
+    if route == ("GET", "log") and parts[1:] == ["last"]:
+        return {"seq": device.log.last_seq()}
     if route == ("GET", "log"):
         entries = device.log.entries(int(query.get("since", 0)))
         for key in ("protocol", "menu", "verb"):
@@ -223,8 +225,7 @@ class ControlClient:
         self.call("DELETE", "/log")
 
     def last_seq(self) -> int:
-        entries = self.log()
-        return int(entries[-1]["seq"]) if entries else 0
+        return int(self.call("GET", "/log/last")["seq"])
 
     def writes(self, since: int = 0, menu: str | None = None) -> list[dict[str, Any]]:
         return self.log(since, write="true", menu=menu)
