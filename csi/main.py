@@ -118,7 +118,7 @@ def build_controller(args: argparse.Namespace) -> tuple[object, object]:
         raise SystemExit(str(exc)) from None
     rds = Rds(RouterOSCli(pool))
     service = ControllerService(rds, defaults, {TOPOLOGY_KEY: args.topology}, snapshots=args.snapshots)
-    return service, rds.ping
+    return service, pool.check
 
 
 def build_node(args: argparse.Namespace) -> object:

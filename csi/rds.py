@@ -94,7 +94,6 @@ class DiskStore(Protocol):
     def remove_disk(self, slot: str) -> None: ...
     def remove_files(self, pattern: str) -> None: ...
     def remove_file(self, path: str) -> None: ...
-    def ping(self) -> None: ...
 
 
 class Rds:
@@ -161,6 +160,3 @@ class Rds:
 
     def remove_file(self, path: str) -> None:
         self.cli.remove("/file", Find(eq("name", path.lstrip("/"))))
-
-    def ping(self) -> None:
-        self.cli.print("/disk", eq("slot", "-"))

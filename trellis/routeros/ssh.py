@@ -155,6 +155,7 @@ class SSHPool:
     def run(self, command: str, *, idempotent: bool, timeout: float | None = None) -> CommandResult:
         """Run one command line; retries transport failures within the configured bounds."""
         attempt = 0
+        timed_out = False
         while True:
             attempt += 1
             started = time.monotonic()
@@ -167,8 +168,12 @@ class SSHPool:
                 raise
             except TransportError as exc:
                 self._observe("timeout" if exc.timeout else "transport-error", started)
+                timed_out = timed_out or exc.timeout
                 retryable = not exc.sent or idempotent
                 if not retryable or attempt >= self.config.max_attempts or self._closed:
+                    if timed_out and not exc.timeout:
+                        # A slow router often shows up as a failure on a later attempt; say so.
+                        raise TransportError(f"{exc} (after a timeout)", sent=exc.sent, timeout=True) from exc
                     raise
                 delay = min(self.config.backoff_max, self.config.backoff_initial * 2 ** (attempt - 1))
                 delay *= 0.75 + random.random() / 2  # jitter, not crypto
@@ -180,12 +185,17 @@ class SSHPool:
                 time.sleep(delay)
 
     def check(self) -> None:
-        """Open (or reuse) a connection; raises `TransportError` when the router is unreachable."""
-        slot = self._checkout()
-        try:
-            self._connected(slot)
-        finally:
-            self._idle.put(slot)
+        """Reachability without queueing behind busy connections: a live pooled connection is
+        enough, otherwise one connection attempt is made (and closed). Raises `TransportError`."""
+        with self._slots_lock:
+            live = [s.transport for s in self._all if s.transport is not None and s.transport.is_active()]
+        for transport in live[:1]:
+            try:  # one round trip on an existing connection: open and close a channel
+                transport.open_session(timeout=self.config.connect_timeout).close()
+                return
+            except (paramiko.SSHException, OSError, EOFError):
+                pass
+        self._connect().close()
 
     def stats(self) -> PoolStats:
         with self._slots_lock:

@@ -73,6 +73,3 @@ class FakeRds:
     def remove_file(self, path: str) -> None:
         self.commands.append("remove-file")
         self.files.discard(path)
-
-    def ping(self) -> None:
-        self.commands.append("print")
