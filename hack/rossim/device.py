@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rossim import errors
 from rossim.faults import CommandLog, Faults
+from rossim.persist import Persistence
 from rossim.schema import API, Field, Menu, View, parse_value
 from rossim.storage import Storage
 
 CLI = "cli"
-STATE_VERSION = 1
 _ID = re.compile(r"\*([0-9A-Fa-f]+)")
 
 
@@ -60,7 +57,7 @@ def parse_id(text: str) -> int | None:
     return int(m.group(1), 16) if m else None
 
 
-class Device:
+class Device(Persistence):
     def __init__(self, data_dir: Path, settings: Settings | None = None) -> None:
         from rossim.menus import build_menus, seed
 
@@ -95,7 +92,7 @@ class Device:
     def reset_tables(self) -> None:
         with self.lock:
             self.invalidate_indexes()
-            self.tables = {path: Table() for path in self.menus if not _virtual(self.menus[path])}
+            self.tables = {path: Table() for path in self.menus if not is_virtual(self.menus[path])}
             shared = [1]
             for path in ("interface/ethernet", "interface/bridge", "interface/vlan"):
                 self.tables[path].counter = shared
@@ -117,7 +114,7 @@ class Device:
         """Every item of a menu as a full view: defaults, stored values and read-only values."""
         menu = self.menus[path]
         with self.lock:
-            if _virtual(menu):
+            if is_virtual(menu):
                 return list(menu.hooks.rows(self))
             return [(num, self.view(path, num, item)) for num, item in self.tables[path].items.items()]
 
@@ -240,7 +237,7 @@ class Device:
             self.check_write(user)
             parsed = self.parse_args(menu, args, dialect, "add")
             item = {k: v for k, (v, _) in parsed.items() if v is not None}
-            if _virtual(menu):
+            if is_virtual(menu):
                 return int(_positioned(lambda: menu.hooks.add(self, item), parsed))
             for f in menu.fields:
                 if f.required and item.get(f.name) is None:
@@ -266,7 +263,7 @@ class Device:
         with self.lock:
             self.check_write(user)
             parsed = self.parse_args(menu, args, dialect, "set")
-            if _virtual(menu):
+            if is_virtual(menu):
                 for num in nums:
                     _positioned(lambda n=num: menu.hooks.set(self, n, parsed), parsed)  # type: ignore[misc]
                 return
@@ -313,7 +310,7 @@ class Device:
         menu = self.menus[path]
         with self.lock:
             self.check_write(user)
-            if _virtual(menu):
+            if is_virtual(menu):
                 for num in nums:
                     menu.hooks.remove(self, num)
                 return
@@ -356,86 +353,6 @@ class Device:
         self.generation += 1
         self._dirty.set()
 
-    def snapshot(self) -> dict[str, Any]:
-        with self.lock:
-            return {
-                "version": STATE_VERSION,
-                "settings": asdict(self.settings),
-                "file_ids": self.file_ids,
-                "file_counter": self.file_counter[0],
-                "tables": {
-                    path: {
-                        "counter": t.counter[0],
-                        "items": [{".id": num, **item} for num, item in t.items.items()],
-                    }
-                    for path, t in self.tables.items()
-                },
-                "users": json.loads(json.dumps(self.users)),
-            }
-
-    def _load(self, state: dict[str, Any]) -> None:
-        self.settings = Settings(**state.get("settings", {}))
-        self.users = state.get("users", {})
-        self.file_ids = dict(state.get("file_ids", {}))
-        self.file_counter = [int(state.get("file_counter", 1))]
-        self.tables = {path: Table() for path in self.menus if not _virtual(self.menus[path])}
-        shared = [1]
-        for path in ("interface/ethernet", "interface/bridge", "interface/vlan"):
-            self.tables[path].counter = shared
-        for path, saved in state.get("tables", {}).items():
-            if path not in self.tables:
-                continue
-            table = self.tables[path]
-            table.counter[0] = max(table.counter[0], int(saved["counter"]))
-            for raw in saved["items"]:
-                item = dict(raw)
-                num = int(item.pop(".id"))
-                table.items[num] = item
-
-    def save(self) -> None:
-        data = json.dumps(self.snapshot(), separators=(",", ":"))
-        write_atomic(self.state_path, data.encode())
-
-    def start_saver(self, delay: float = 0.02) -> None:
-        """Write the state file shortly after changes, coalescing bursts.
-
-        The pause between writes grows with the cost of a write so that a large state (thousands
-        of items) is not re-serialised after every single command.
-        """
-
-        def loop() -> None:
-            pause = delay
-            while not self._stop.is_set():
-                if self._dirty.wait(0.5):
-                    time.sleep(pause)
-                    self._dirty.clear()
-                    started = time.monotonic()
-                    self.save()
-                    pause = max(delay, 10 * (time.monotonic() - started))
-
-        self._saver = threading.Thread(target=loop, name="rossim-saver", daemon=True)
-        self._saver.start()
-
-    def stop_saver(self) -> None:
-        self._stop.set()
-        if self._saver is not None:
-            self._saver.join(timeout=5)
-        self.save()
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
 
 def unknown_argument(arg: Arg, dialect: str) -> errors.RosError:
     if dialect == API:
@@ -443,7 +360,7 @@ def unknown_argument(arg: Arg, dialect: str) -> errors.RosError:
     return errors.RosError(errors.EXPECTED_END, errors.CAT_SCRIPT, column=arg.name_column)
 
 
-def _virtual(menu: Menu) -> bool:
+def is_virtual(menu: Menu) -> bool:
     return menu.hooks is not None and getattr(menu.hooks, "virtual", False)
 
 

@@ -11,7 +11,8 @@ from typing import Any
 
 from rossim import keys
 from rossim.control import ControlServer
-from rossim.device import Device, Settings, format_id, write_atomic
+from rossim.device import Device, Settings, format_id
+from rossim.persist import write_atomic
 from rossim.ssh import SSHServer
 
 
