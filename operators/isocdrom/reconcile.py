@@ -37,6 +37,17 @@ class Engine:
     cluster: Cluster
     clis: CliCache
     default_pool: str
+    # Routers whose SFTP server failed a transfer with large write requests: they get the safe size.
+    small_writes: set[str] = field(default_factory=set)
+
+    def write_size(self, router: str) -> int:
+        return transfer.SAFE_WRITE_SIZE if router in self.small_writes else transfer.SFTP_WRITE_SIZE
+
+    def demote(self, router: str) -> None:
+        if transfer.SFTP_WRITE_SIZE > transfer.SAFE_WRITE_SIZE and router not in self.small_writes:
+            log.warning("SFTP transfer to %s failed with %d-byte writes; using %d from now on",
+                        router, transfer.SFTP_WRITE_SIZE, transfer.SAFE_WRITE_SIZE)  # fmt: skip
+            self.small_writes.add(router)
 
 
 @dataclass
@@ -115,7 +126,17 @@ def _fetch(run: Run, spec: ISOCDROMSpec, access: RouterAccess, path: str) -> tup
                 last[0] = time.monotonic()
                 run.write(transferredBytes=done, **({"size": total} if total else {}))
 
-        result = transfer.transfer(sftp, transfer.HTTPSource(str(spec.source.url)), temp, progress)
+        try:
+            result = transfer.transfer(
+                sftp,
+                transfer.HTTPSource(str(spec.source.url)),
+                temp,
+                progress,
+                run.engine.write_size(access.name),
+            )
+        except transfer.UploadError:
+            run.engine.demote(access.name)
+            raise
         if result.resumed_from:
             log.info("transfer of %s resumed at byte %d", path, result.resumed_from)
         run.write(

@@ -29,9 +29,11 @@ WINDOW_SIZE = 64 * 1024 * 1024
 MAX_PACKET_SIZE = 256 * 1024
 CHUNK = 1024 * 1024
 # Bytes per SFTP write request. 32 KiB is what every SFTP server must accept; OpenSSH takes up to
-# 256 KiB and larger requests roughly double throughput (hack/bench/sftp_bench.py). What RouterOS'
-# own SFTP server accepts is unconfirmed (GUESS), hence the conservative default and the override.
-SFTP_WRITE_SIZE = int(os.environ.get("TRELLIS_SFTP_WRITE_SIZE", str(32 * 1024)))
+# 256 KiB, and 128 KiB requests roughly double throughput (hack/bench/sftp_bench.py). Whether
+# RouterOS' own SFTP server takes them is unconfirmed (GUESS): a transfer that fails with larger
+# requests is retried with SAFE_WRITE_SIZE for that router (see reconcile.Engine.write_size).
+SAFE_WRITE_SIZE = 32 * 1024
+SFTP_WRITE_SIZE = int(os.environ.get("TRELLIS_SFTP_WRITE_SIZE", str(128 * 1024)))
 HTTP_TIMEOUT = 60.0
 PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 
@@ -46,6 +48,10 @@ class TransferError(Exception):
 
 class ConnectError(TransferError):
     """The SSH session for SFTP could not be opened (router down, refused, wrong host key)."""
+
+
+class UploadError(TransferError):
+    """Writing to the RDS failed part-way (dropped connection, refused write request)."""
 
 
 class ChecksumMismatch(TransferError):
@@ -216,6 +222,7 @@ def transfer(
     source: HTTPSource,
     temp_path: str,
     progress: Progress | None = None,
+    write_size: int = SFTP_WRITE_SIZE,
 ) -> Result:
     """Fetch ``source`` into ``temp_path`` on the RDS (resuming a previous partial copy if possible)."""
     have = remote_size(sftp, temp_path) or 0
@@ -229,9 +236,11 @@ def transfer(
             stream, total, _ = source.open(0)
         digest = _hash_prefix(sftp, temp_path, have) if have else hashlib.sha256()
         try:
-            size = upload_stream(sftp, _chunks(stream), temp_path, bool(have), digest, have, progress, total)
+            size = upload_stream(
+                sftp, _chunks(stream), temp_path, bool(have), digest, have, progress, total, write_size
+            )
         except (OSError, paramiko.SSHException, EOFError) as exc:
-            raise TransferError(f"SFTP write to {temp_path} failed: {exc}") from exc
+            raise UploadError(f"SFTP write to {temp_path} failed: {exc}") from exc
     finally:
         stream.close()
     if total is not None and size != total:

@@ -284,5 +284,6 @@ def test_sftp_drop_mid_transfer_resumes(
     # The second attempt continued where the first stopped (HTTP Range from the partial size).
     assert len(server.ranged_requests) > before and server.ranged_requests[-1] > 0
     assert "resumed at byte" in operator.logs()
+    assert "using 32768 from now on" in operator.logs()  # a failed upload falls back to safe requests
     crds.kubectl("delete", "isocdrom", name, "--wait=false")
     wait_for(lambda: gone(crds, name), timeout=60, what=f"{name} deletion")
