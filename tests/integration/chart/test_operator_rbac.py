@@ -9,17 +9,21 @@ that the apiserver refused it nothing.
 from __future__ import annotations
 
 import json
+import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
+import yaml
 
 from operators.registry import htpasswd
 from tests.integration.chart.conftest import chart_rbac
 from tests.support.bmc import EmulatedSystem, IpmiEmulator
+from tests.support.bootservice import BootServiceProcess, running_boot_service
 from tests.support.kube import ControlPlane
 from tests.support.network import network, reservation, router_objects, wait_ready
 from tests.support.operators import OperatorProcess, free_port, running_operator
@@ -30,6 +34,11 @@ from tests.support.wait import wait_for
 pytestmark = pytest.mark.integration
 API = "trellis.dev/v1alpha1"
 NAMESPACED_KINDS = ("baremetalhosts", "talosdevices", "talosclusters", "dhcpreservations")
+BOOT = "talosdevice-boot"
+BOOT_SETS = (
+    "talosdevice.bootService.enabled=true",
+    "talosdevice.bootService.publicURL=http://127.0.0.1:8080",
+)
 NO_FINALIZERS = '{"metadata":{"finalizers":null}}'
 
 
@@ -42,7 +51,7 @@ class ChartRbacOperators:
 
     def __init__(self, cp: ControlPlane, namespace: str, workdir: Path, stack: ExitStack) -> None:
         self.cp, self.namespace, self.workdir, self.stack = cp, namespace, workdir, stack
-        self.started: list[OperatorProcess] = []
+        self.logs: dict[str, Callable[[], str]] = {}
         self.checked = False
 
     def start(self, component: str, module: str, env: dict[str, str]) -> OperatorProcess:
@@ -59,7 +68,7 @@ class ChartRbacOperators:
                 env={"TRELLIS_NAMESPACE": self.namespace, **env, **access.env},
             )
         )
-        self.started.append(op)
+        self.logs[module] = op.logs
         # Runs before the operator stops: it releases the finalizers it put on the test's objects.
         self.stack.callback(self._delete_namespaced_objects)
         return op
@@ -75,12 +84,23 @@ class ChartRbacOperators:
                     "-n", self.namespace, "patch", ref, "--type=merge", "-p", NO_FINALIZERS, check=False
                 )
 
+    def start_boot_service(self) -> BootServiceProcess:
+        """The Talos boot service as the chart's talosdevice-boot ServiceAccount, in the namespace."""
+        chart_rbac(BOOT, self.namespace, sets=BOOT_SETS, package="talosdevice")
+        access = self.stack.enter_context(
+            service_account_access(self.cp, BOOT, self.namespace, self.workdir, BOOT_SETS)
+        )
+        as_boot_service = ControlPlane(kubeconfig=access.kubeconfig, server=self.cp.server)
+        service = self.stack.enter_context(
+            running_boot_service(as_boot_service, self.workdir / "logs", self.namespace)
+        )
+        self.logs["boot service"] = service.logs
+        return service
+
     def assert_nothing_refused(self) -> None:
-        for op in self.started:
-            refused = denials(op.logs())
-            assert not refused, f"{op.module} was refused requests:\n" + "\n".join(
-                r[:400] for r in refused[:8]
-            )
+        for what, logs in self.logs.items():
+            refused = denials(logs())
+            assert not refused, f"{what} was refused requests:\n" + "\n".join(r[:400] for r in refused[:8])
         self.checked = True
 
 
@@ -464,6 +484,62 @@ def test_talosdevice_operator(
     finally:
         _delete_cluster_object(crds, "registries", registry)
         crds.kubectl("delete", "namespace", consumers, "--wait=false", check=False)
+
+
+def test_talos_boot_service(crds: ControlPlane, namespace: str, operators: ChartRbacOperators) -> None:
+    """Discovery (TalosDevice created), observed status, and the config served after approval."""
+    operators.start("talosdevice", "operators.talosdevice.handlers", {"TRELLIS_TALOS_RESYNC_SECONDS": "5"})
+    boot = operators.start_boot_service()
+    crds.apply(
+        {
+            "apiVersion": API,
+            "kind": "TalosCluster",
+            "metadata": {"name": "lab"},
+            "spec": {
+                "endpoint": "https://10.0.0.10:6443",
+                "talosVersion": "v1.12.0",
+                "kubernetesVersion": "1.35.0",
+                "installDisk": "/dev/sda",
+            },
+        },
+        namespace,
+    )
+    wait_for(lambda: _ready_obj(crds, "talosclusters", "lab", namespace, "True"), timeout=60, what="cluster")
+
+    def ipxe() -> str:
+        params = {"mac": "52:54:00:85:00:01", "uuid": "4c4c4544-0085", "arch": "x86_64"}
+        resp = requests.get(f"{boot.url}/ipxe", params=params, timeout=10)
+        assert resp.status_code == 200, resp.text
+        return resp.text
+
+    assert "\nexit\n" in ipxe()  # unknown machine: discovered, not booted
+    name = "mac-525400850001"
+    device = wait_for(lambda: _get(crds, "talosdevices", name, namespace), timeout=30, what="discovered")
+    assert device["spec"]["approval"] == "Pending" and device["spec"]["clusterRef"] == "lab"
+    wait_for(
+        lambda: ((_get(crds, "talosdevices", name, namespace) or {}).get("status") or {}).get("observed"),
+        timeout=30,
+        what="observed status written by the boot service",
+    )
+
+    crds.kubectl("-n", namespace, "patch", "talosdevices.trellis.dev", name, "--type=merge",
+                 "-p", '{"spec":{"approval":"Approved","role":"worker"}}')  # fmt: skip
+    wait_for(
+        lambda: _ready_obj(crds, "talosdevices", name, namespace, "True"), timeout=60, what="ConfigReady"
+    )
+    script = wait_for(lambda: "kernel " in (text := ipxe()) and text, timeout=30, what="Talos boot script")
+    match = re.search(r"talos\.config=(\S+)", script)
+    assert match, script
+    config = requests.get(match.group(1).replace("${uuid}", "4c4c4544-0085"), timeout=10)
+    assert config.status_code == 200, config.text
+    assert yaml.safe_load_all(config.text) and "machine:" in config.text
+
+    def served() -> bool:
+        status = (_get(crds, "talosdevices", name, namespace) or {}).get("status") or {}
+        return status.get("phase") == "ConfigServed"
+
+    wait_for(served, timeout=30, what="ConfigServed written by the boot service")
+    operators.assert_nothing_refused()
 
 
 def _ready_obj(

@@ -246,3 +246,33 @@ def test_authorizer_denies_what_the_operator_must_not_do(
         denied.append(("patch", f"{kind}.{TRELLIS}", None, "status"))
     allowed_anyway = [d for d in denied if can_i(crds, rbac, d[0], d[1], d[2], d[3])]
     assert not allowed_anyway, f"{rbac.user} may: {allowed_anyway}"
+
+
+# The Talos boot service: its own ServiceAccount, confined to the namespace it serves.
+BOOT = "talosdevice-boot"
+BOOT_SETS = ("talosdevice.bootService.enabled=true", "talosdevice.bootService.publicURL=http://10.0.0.5:8080")
+BOOT_WRITES = {
+    ("trellis.dev", "talosdevices"): {"create", "patch"},  # discovery; wipeOnNextBoot cleared once served
+    ("trellis.dev", "talosdevices/status"): {"patch"},  # observed facts, ConfigServed
+    ("", "events"): {"create", "patch"},
+    ("events.k8s.io", "events"): {"create", "patch"},
+}
+
+
+def test_boot_service_rbac_is_namespaced_and_narrow() -> None:
+    rbac = chart_rbac(BOOT, SAMPLE_NAMESPACE, sets=BOOT_SETS, package="talosdevice")
+    assert (
+        rbac.workload is not None
+        and rbac.workload["spec"]["template"]["spec"]["serviceAccountName"] == rbac.name
+    )
+    problems = []
+    for rule in rbac.rules():
+        if rule.scope != SAMPLE_NAMESPACE:
+            problems.append(f"beyond the served namespace: {rule}")
+        if "*" in rule.verbs or "*" in rule.resources or "*" in rule.api_groups or rule.non_resource_urls:
+            problems.append(f"wildcard: {rule}")
+        for pair in _pairs(rule):
+            extra = _writes(rule) - BOOT_WRITES.get(pair, set())
+            if extra:
+                problems.append(f"{sorted(extra)} on {pair[0] or 'core'}/{pair[1]}: {rule}")
+    assert not problems, "\n".join(problems)
