@@ -102,5 +102,9 @@ bench-bmh: venv sysdeps tools
 bench-network: venv sysdeps tools
 	$(PY) hack/bench/network_bench.py
 
+.PHONY: bench-boot
+bench-boot: venv tools
+	$(PY) hack/bench/boot_bench.py
+
 clean:
 	rm -rf build .run

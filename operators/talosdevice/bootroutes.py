@@ -12,11 +12,13 @@ from aiohttp import web
 from kubernetes.client.exceptions import ApiException
 
 from operators.talosdevice import ipxe
+from operators.talosdevice import objects as o
 from operators.talosdevice.bootservice import _MAC, BootService, _observed, log
 from operators.talosdevice.kube import DEVICES, now
 from operators.talosdevice.render import RenderError
-from operators.talosdevice.tokens import token_matches
+from operators.talosdevice.tokens import ROTATION_ANNOTATION, token_matches
 from trellis.api.common import normalize_mac
+from trellis.api.talos import TalosClusterSpec
 
 
 def _script(text: str, status: int = 200) -> web.Response:
@@ -56,9 +58,10 @@ def make_app(service: BootService) -> web.Application:
         device = devices[0]
         stamp = now()
         seen = {"lastSeen": stamp, "observed": _observed(remote, uuid, arch)}
-        if not (device.get("status") or {}).get("firstSeen"):
+        known = (device.get("status") or {}).get("firstSeen")
+        if not known:
             seen["firstSeen"] = stamp
-        service.record(device, seen)
+        service.record(device, seen, routine=bool(known))
         cluster = service.cluster_of(device)
         if cluster is None or not service.servable(device):
             approval = (device.get("spec") or {}).get("approval", "Pending")
@@ -114,6 +117,7 @@ def make_app(service: BootService) -> web.Application:
                 "phase": "ConfigServed",
                 "observed": _observed(_remote(request), uuid, None),
             },
+            routine=(device.get("status") or {}).get("phase") == "ConfigServed",
         )
         service.event(device, "ConfigServed", f"machine config served to {_remote(request)}")
         return web.Response(text=text, content_type="application/yaml", charset="utf-8")
@@ -171,29 +175,28 @@ def make_app(service: BootService) -> web.Application:
     return app
 
 
-def _assets(service: BootService, cluster: Mapping[str, Any] | None) -> ipxe.AssetLayout:
-    boot = ((cluster or {}).get("spec") or {}).get("boot") or {}
-    base = (
-        boot.get("assetsUrl")
-        or service.options.assets_url
-        or service.options.public_url.rstrip("/") + "/assets"
-    )
+def _assets(service: BootService, spec: TalosClusterSpec) -> ipxe.AssetLayout:
+    """The cluster's own assetsURL holds the files directly; the service-wide base has a layout."""
+    if spec.boot is not None and spec.boot.assets_url:
+        return ipxe.AssetLayout(spec.boot.assets_url, "flat")
+    base = service.options.assets_url or service.options.public_url.rstrip("/") + "/assets"
     return ipxe.AssetLayout(base, service.options.asset_layout)
 
 
-def _schematic(cluster: Mapping[str, Any]) -> str:
-    image = (cluster.get("spec") or {}).get("installerImage") or ""
+def _schematic(spec: TalosClusterSpec) -> str:
+    image = spec.installer_image or ""
     match = re.match(r"^factory\.talos\.dev/(?:[a-z-]+-)?installer/([0-9a-f]+):", image)
     return match.group(1) if match else ""
 
 
-def _kernel_pair(service: BootService, cluster: Mapping[str, Any] | None, arch: str) -> tuple[str, str]:
-    spec = (cluster or {}).get("spec") or {}
-    version = spec.get("talosVersion", "")
-    layout = _assets(service, cluster)
+def _kernel_pair(service: BootService, cluster: Mapping[str, Any], arch: str) -> tuple[str, str]:
+    spec: TalosClusterSpec = service._parsed("cluster", cluster)
+    layout = _assets(service, spec)
     target = ipxe.talos_arch(arch)
-    schematic = _schematic(cluster or {})
-    return layout.kernel(version, target, schematic), layout.initramfs(version, target, schematic)
+    schematic = _schematic(spec)
+    return layout.kernel(spec.talos_version, target, schematic), layout.initramfs(
+        spec.talos_version, target, schematic
+    )
 
 
 def _talos_script(
@@ -202,10 +205,24 @@ def _talos_script(
     entry = service.bundle_of(cluster)
     assert entry is not None
     mac = normalize_mac(device["spec"]["mac"])
-    kernel, initramfs = _kernel_pair(
-        service, cluster, arch or (device.get("status") or {}).get("observed", {}).get("arch", "")
-    )
     service.script_served[mac] = time.monotonic()
+    arch = arch or (device.get("status") or {}).get("observed", {}).get("arch", "")
+    dmeta, cmeta = device["metadata"], cluster["metadata"]
+    secret = service.store.secrets.get((cmeta["namespace"], o.secret_name(cmeta["name"]))) or {}
+    key = (
+        "script",
+        dmeta.get("uid"),
+        dmeta.get("generation"),
+        (dmeta.get("annotations") or {}).get(ROTATION_ANNOTATION),
+        cmeta.get("uid"),
+        cmeta.get("generation"),
+        secret.get("metadata", {}).get("resourceVersion"),
+        ipxe.talos_arch(arch),
+    )
+    cached = None if wipe else service.cache.get(key)
+    if cached is not None:
+        return cached
+    kernel, initramfs = _kernel_pair(service, cluster, arch)
     boot = ipxe.TalosBoot(
         namespace=device["metadata"]["namespace"],
         name=device["metadata"]["name"],
@@ -216,10 +233,18 @@ def _talos_script(
         initramfs_url=initramfs,
         config_url=ipxe.config_url(service.options.public_url, mac, service.token_for(device, entry[1])),
         wipe=wipe,
-        extra_args=tuple(((cluster.get("spec") or {}).get("boot") or {}).get("extraKernelArgs") or ()),
+        extra_args=_extra_args(service, cluster),
         console_args=service.options.console_args,
     )
-    return ipxe.talos_script(boot)
+    text = ipxe.talos_script(boot)
+    if not wipe:
+        service.remember(key, text)
+    return text
+
+
+def _extra_args(service: BootService, cluster: Mapping[str, Any]) -> tuple[str, ...]:
+    spec: TalosClusterSpec = service._parsed("cluster", cluster)
+    return tuple(spec.boot.extra_kernel_args or ()) if spec.boot is not None else ()
 
 
 def _maintenance_script(

@@ -54,6 +54,7 @@ class Options:
     console_args: tuple[str, ...] = ()
     config_window: float = 3600.0
     cache_size: int = 4096
+    status_refresh: float = 60.0
 
 
 @dataclass
@@ -78,6 +79,7 @@ class BootService:
     stats: Stats = field(default_factory=Stats)
     writer: StatusWriter | None = None
     background: set[asyncio.Task[None]] = field(default_factory=set)
+    last_write: dict[Key, float] = field(default_factory=dict)
 
     # --- lookups -----------------------------------------------------------------------------
     def _parsed(self, kind: str, obj: Mapping[str, Any]) -> Any:
@@ -165,15 +167,27 @@ class BootService:
         text = render_device(cluster_input, device_input, bundle_entry[0]).to_yaml()
         self.stats.renders += 1
         self.stats.render_seconds += time.perf_counter() - started
+        self.remember(key, text)
+        return text
+
+    def remember(self, key: tuple[Any, ...], text: str) -> None:
         self.cache[key] = text
         if len(self.cache) > self.options.cache_size:
             self.cache.popitem(last=False)
-        return text
 
     # --- Kubernetes writes -------------------------------------------------------------------
-    def record(self, device: Mapping[str, Any], status: Mapping[str, Any]) -> None:
+    def record(self, device: Mapping[str, Any], status: Mapping[str, Any], routine: bool = False) -> None:
+        """Queue a status update; routine ones (timestamps only) at most once per device per refresh period.
+
+        A rack booting at once would otherwise turn every request into an apiserver write.
+        """
+        key = key_of(device)
+        clock = time.monotonic()
+        if routine and clock - self.last_write.get(key, float("-inf")) < self.options.status_refresh:
+            return
+        self.last_write[key] = clock
         if self.writer is not None:
-            self.writer.update(key_of(device), status)
+            self.writer.update(key, status)
 
     def event(self, obj: Mapping[str, Any], reason: str, message: str, warning: bool = False) -> None:
         """Record an Event in the background (at most one per device and reason every 5 minutes)."""
@@ -290,11 +304,12 @@ async def serve(options: Options, listen: str, port: int) -> None:
     service = BootService(options, Kube())
     loop = asyncio.get_running_loop()
     reflectors = start_reflectors(service.kube, service.store, options.namespace, loop)
-    service.writer = StatusWriter(service.kube)
+    service.writer = StatusWriter(service.kube, interval=0.25)
     writer_task = asyncio.create_task(service.writer.run())
     runner = web.AppRunner(make_app(service), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, listen, port).start()
+    # A rack booting at once opens hundreds of connections together: keep them in the accept queue.
+    await web.TCPSite(runner, listen, port, backlog=2048).start()
     log.info("boot service listening on %s:%d, public URL %s", listen, port, options.public_url)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

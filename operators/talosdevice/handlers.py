@@ -21,7 +21,7 @@ from operators.talosdevice import objects as o
 from operators.talosdevice import reconcile as r
 from operators.talosdevice.kube import CLUSTERS, DEVICES, LABEL_RULE, Kube
 from operators.talosdevice.rules import auto_approval, blocks_deletion
-from trellis import GROUP, VERSION
+from trellis import API_VERSION, GROUP, VERSION
 from trellis.api.talos import TalosClusterSpec
 from trellis.opkit.settings import configure
 
@@ -30,7 +30,10 @@ DEBOUNCE_SECONDS = 0.2
 
 log = logging.getLogger(__name__)
 _kube: list[Kube] = []
-_triggers: dict[tuple[str, str], asyncio.Event] = {}
+_dirty: set[tuple[str, str]] = set()
+_known: set[tuple[str, str]] = set()
+_wake = asyncio.Event()
+_tasks: list[asyncio.Task[None]] = []
 _approval_locks: dict[str, asyncio.Lock] = {}
 
 
@@ -40,13 +43,21 @@ def kube() -> Kube:
     return _kube[0]
 
 
-def _trigger(namespace: str, cluster: str) -> asyncio.Event:
-    return _triggers.setdefault((namespace, cluster), asyncio.Event())
+def _trigger(namespace: str, cluster: str) -> None:
+    _dirty.add((namespace, cluster))
+    _wake.set()
 
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     configure(settings, "talosdevice")
+    _tasks.append(asyncio.create_task(judge_clusters()))
+
+
+@kopf.on.cleanup()
+async def cleanup(**_: Any) -> None:
+    for task in _tasks:
+        task.cancel()
 
 
 # --- TalosCluster ---------------------------------------------------------------------------------
@@ -95,14 +106,18 @@ def _cluster_objects(body: Mapping[str, Any]) -> list[tuple[str, str, bool]]:
 async def cluster_changed(body: kopf.Body, namespace: Any, name: Any, **_: Any) -> None:
     for reason, message, warning in await asyncio.to_thread(_cluster_objects, dict(body)):
         (kopf.warn if warning else kopf.info)(body, reason=reason, message=message)
-    _trigger(namespace, name).set()
+    _known.add((namespace, name))
+    _trigger(namespace, name)
 
 
-def _cluster_pass(namespace: str, name: str, refresh_registries: bool) -> list[tuple[Any, str, str, bool]]:
+def _cluster_pass(
+    namespace: str, name: str, refresh_registries: bool
+) -> list[tuple[Any, str, str, bool]] | None:
+    """Events to record, or None when the cluster is gone."""
     k = kube()
     cluster = k.get(CLUSTERS, namespace, name)
     if cluster is None or cluster["metadata"].get("deletionTimestamp"):
-        return []
+        return None
     spec: TalosClusterSpec | None = None
     state: r.ClusterState | None = None
     problem: r.ClusterProblem | None = None
@@ -120,33 +135,41 @@ def _cluster_pass(namespace: str, name: str, refresh_registries: bool) -> list[t
         k.patch_status(CLUSTERS, namespace, name, changes)
     if result.controlplane_addresses:
         r.record_talosconfig_endpoints(k, cluster, result.controlplane_addresses)
+    # Posted directly: this runs outside kopf's handler context, where kopf.info cannot post.
+    for obj, reason, message, warning in result.events:
+        k.event({"apiVersion": API_VERSION, "kind": "TalosDevice", **obj}, reason, message, warning)
     return result.events
 
 
-@kopf.daemon(GROUP, VERSION, CLUSTERS, cancellation_timeout=10)
-async def cluster_devices(namespace: Any, name: Any, stopped: Any, **_: Any) -> None:
-    """Judges the cluster's devices whenever one changes (debounced) and on a resync timer."""
-    trigger = _trigger(namespace, name)
-    trigger.set()
-    while not stopped:
-        timed_out = False
+async def judge_clusters() -> None:
+    """Judges each changed cluster's devices (debounced), and every known cluster on a resync timer.
+
+    One loop in the operator rather than a kopf daemon per cluster: a daemon would put a kopf
+    finalizer on every TalosCluster, blocking namespace deletion whenever the operator is down.
+    """
+    while True:
+        resync = False
         try:
-            await asyncio.wait_for(trigger.wait(), timeout=RESYNC_SECONDS)
+            await asyncio.wait_for(_wake.wait(), timeout=RESYNC_SECONDS)
         except TimeoutError:
-            timed_out = True
-        if stopped:
-            break
+            resync = True
+            _dirty.update(_known)
         await asyncio.sleep(DEBOUNCE_SECONDS)
-        trigger.clear()
-        try:
-            events = await asyncio.to_thread(_cluster_pass, namespace, name, timed_out)
-        except Exception as exc:  # keep judging on the next trigger; the error is logged, not lost
-            log.exception("device pass for %s/%s failed: %s", namespace, name, exc)
-            await asyncio.sleep(1)
-            trigger.set()
-            continue
-        for obj, reason, message, warning in events:
-            (kopf.warn if warning else kopf.info)(obj, reason=reason, message=message)
+        _wake.clear()
+        batch = sorted(_dirty)
+        _dirty.clear()
+        for namespace, name in batch:
+            try:
+                events = await asyncio.to_thread(_cluster_pass, namespace, name, resync)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # judged again on the next trigger; logged, not lost
+                log.exception("device pass for %s/%s failed: %s", namespace, name, exc)
+                _trigger(namespace, name)
+                await asyncio.sleep(1)
+                continue
+            if events is None:
+                _known.discard((namespace, name))
 
 
 # --- TalosDevice ----------------------------------------------------------------------------------
@@ -233,11 +256,11 @@ async def device_changed(body: kopf.Body, namespace: Any, **_: Any) -> None:
             reason="AutoApproved",
             message=f"approved by rule {approved[1]} of TalosCluster {approved[0]}",
         )
-        _trigger(namespace, approved[0]).set()
+        _trigger(namespace, approved[0])
         return  # the spec change comes back as an update
     cluster = await asyncio.to_thread(_device_changed, obj)
     if cluster:
-        _trigger(namespace, cluster).set()
+        _trigger(namespace, cluster)
 
 
 def _deletion_blocker(obj: Mapping[str, Any]) -> str | None:
@@ -267,4 +290,4 @@ async def device_deleted(body: kopf.Body, namespace: Any, spec: Any, **_: Any) -
         raise kopf.TemporaryError(reason, delay=15)
     cluster = spec.get("clusterRef")
     if cluster:
-        _trigger(namespace, cluster).set()
+        _trigger(namespace, cluster)

@@ -66,8 +66,9 @@ def talos_arch(ipxe_arch: str | None, default: str = "amd64") -> str:
 class AssetLayout:
     """Where kernel and initramfs live below the asset base URL.
 
-    `trellis` is the layout of a PVC or HTTP mirror filled by hand (docs/talos.md);
-    `factory` is Image Factory's (`/image/<schematic>/<version>/kernel-<arch>`).
+    `trellis` is the layout of a PVC or HTTP mirror filled by hand (docs/talos.md): `<version>/`
+    directories; `flat` has the files of one version directly below the URL (a cluster's own
+    boot.assetsURL); `factory` is Image Factory's (`/image/<schematic>/<version>/kernel-<arch>`).
     """
 
     base_url: str
@@ -88,6 +89,8 @@ class AssetLayout:
             name = f"kernel-{arch}" if what == "kernel" else f"initramfs-{arch}.xz"
             return f"{base}/image/{quote(checked_arg(schematic))}/{version}/{name}"
         name = f"vmlinuz-{arch}" if what == "kernel" else f"initramfs-{arch}.xz"
+        if self.layout == "flat":
+            return f"{base}/{name}"
         return f"{base}/{version}/{name}"
 
 

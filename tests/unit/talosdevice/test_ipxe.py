@@ -89,6 +89,12 @@ def test_unsafe_urls_are_refused() -> None:
         AssetLayout("http://x").kernel("v1.12.0 ; shell", "amd64")
 
 
+def test_flat_layout_for_a_cluster_assets_url() -> None:
+    layout = AssetLayout("http://10.0.0.2:8080/assets/v1.12.0/", layout="flat")
+    assert layout.kernel("v1.12.0", "amd64") == "http://10.0.0.2:8080/assets/v1.12.0/vmlinuz-amd64"
+    assert layout.initramfs("v1.12.0", "arm64") == "http://10.0.0.2:8080/assets/v1.12.0/initramfs-arm64.xz"
+
+
 def test_factory_layout() -> None:
     layout = AssetLayout("https://factory.talos.dev", layout="factory")
     assert (
