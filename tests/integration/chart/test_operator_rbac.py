@@ -378,7 +378,9 @@ def test_isocdrom_operator(
 
         def reported() -> dict[str, Any] | None:
             status = crds.get("isocdroms", iso).get("status") or {}
-            ready = next((c for c in status.get("conditions") or [] if c["type"] == "Ready"), {})
+            ready: dict[str, Any] = next(
+                (c for c in status.get("conditions") or [] if c["type"] == "Ready"), {}
+            )
             return status if ready.get("status") == "False" else None
 
         # Router and both Secrets read (a problem there has reasons of its own), the RDS refused.
@@ -527,7 +529,12 @@ def test_talos_boot_service(crds: ControlPlane, namespace: str, operators: Chart
     wait_for(
         lambda: _ready_obj(crds, "talosdevices", name, namespace, "True"), timeout=60, what="ConfigReady"
     )
-    script = wait_for(lambda: "kernel " in (text := ipxe()) and text, timeout=30, what="Talos boot script")
+
+    def booting() -> str | None:
+        text = ipxe()
+        return text if "kernel " in text else None
+
+    script = wait_for(booting, timeout=30, what="Talos boot script")
     match = re.search(r"talos\.config=(\S+)", script)
     assert match, script
     config = requests.get(match.group(1).replace("${uuid}", "4c4c4544-0085"), timeout=10)
