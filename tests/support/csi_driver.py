@@ -1,8 +1,8 @@
 """Run the real ``trellis-csi`` executable against a running RDS simulator, for tests and benchmarks.
 
-    with running_driver(sim, tmp_path, mode="all") as driver:
-        driver.controller.CreateVolume(...)
-        driver.metric("trellis_csi_operations_total", method="CreateVolume", code="OK")
+with running_driver(sim, tmp_path, mode="all") as driver:
+    driver.controller.CreateVolume(...)
+    driver.metric("trellis_csi_operations_total", method="CreateVolume", code="OK")
 """
 
 from __future__ import annotations
