@@ -137,6 +137,21 @@ class ComponentRbac:
                 )
         return found
 
+    def workload_env(self) -> dict[str, str]:
+        """The operator container's environment as the chart sets it: literal values and the
+        pod's own namespace (the downward API); anything else needs a kubelet and is left out."""
+        if self.workload is None:
+            return {}
+        container = self.workload["spec"]["template"]["spec"]["containers"][0]
+        env: dict[str, str] = {}
+        for item in container.get("env") or []:
+            field = ((item.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath")
+            if "value" in item:
+                env[item["name"]] = str(item["value"])
+            elif field == "metadata.namespace":
+                env[item["name"]] = _namespace_of(self.workload, self.namespace)
+        return env
+
     def watch_namespace(self) -> str | None:
         """The namespace the chart's Deployment confines kopf to, or None for all namespaces."""
         if self.workload is None:

@@ -55,7 +55,8 @@ class ChartRbacOperators:
         self.checked = False
 
     def start(self, component: str, module: str, env: dict[str, str]) -> OperatorProcess:
-        rbac = chart_rbac(component, self.namespace)  # skips while the chart lacks the component
+        """The operator with the chart's environment, ``env`` (faster loops, local paths) on top."""
+        chart_rbac(component, self.namespace)  # skips while the chart lacks the component
         access = self.stack.enter_context(
             service_account_access(self.cp, component, self.namespace, self.workdir)
         )
@@ -64,8 +65,8 @@ class ChartRbacOperators:
                 self.cp,
                 module,
                 self.workdir / "logs",
-                namespace=rbac.watch_namespace(),
-                env={"TRELLIS_NAMESPACE": self.namespace, **env, **access.env},
+                namespace=access.rbac.watch_namespace(),
+                env={**access.rbac.workload_env(), **env, **access.env},
             )
         )
         self.logs[module] = op.logs
