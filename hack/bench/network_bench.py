@@ -65,6 +65,32 @@ def ready_count(cp: ControlPlane, namespace: str) -> int:
     return n
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def settle(sim: object, pid: int, quiet: float = 5.0, timeout: float = 300.0) -> float:
+    """Wait until the router saw no command (probes aside) and the operator used under 5% CPU for
+    ``quiet`` seconds; returns how long that took."""
+    start = deadline = time.monotonic()
+    deadline += timeout
+    last = sim.control.last_seq()  # type: ignore[attr-defined]
+    still_since, cpu = time.monotonic(), cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        new = [e for e in sim.control.log(last) if not _probe(e)]  # type: ignore[attr-defined]
+        now_cpu = cpu_seconds(pid)
+        busy = now_cpu - cpu > 0.05
+        cpu = now_cpu
+        if new or busy:
+            last = int(new[-1]["seq"]) if new else last
+            still_since = time.monotonic()
+        elif time.monotonic() - still_since >= quiet:
+            break
+    return time.monotonic() - start
+
+
 def _probe(entry: dict) -> bool:
     return str(entry.get("menu", "")).startswith("/system")
 
@@ -148,7 +174,7 @@ def main() -> int:
         # One reservation changes: time until the router's lease shows it.
         target = f"{nets[0]}-r000"
         new_ip = "10.100.0.250"
-        time.sleep(2)  # let the re-read passes finish: measure one change on a quiet operator
+        settled_after = settle(sim, op.proc.pid)  # one change on a settled operator, not behind a backlog
         mark = sim.control.last_seq()
         start = time.monotonic()
         cp.kubectl("patch", "dhcpreservation.trellis.dev", target, "-n", ns, "--type=merge",
@@ -176,6 +202,7 @@ def main() -> int:
             "noop_commands_per_reservation": round(len(noop_cached) / total, 3),
             "one_change_converge_seconds": round(change_seconds, 3),
             "operator_peak_rss_mib": round(rss, 1),
+            "restart_settle_seconds": round(settled_after, 1),
         }
         for key, value in result.items():
             print(f"{key:40s} {value}")

@@ -13,7 +13,7 @@ from operators.network import dnsmasq, workload
 from operators.network.desired import Entry, Host, bridge_name, fingerprint, router_entries, server_name
 from operators.network.kube import Kube
 from operators.network.routers import EndpointProblem, Endpoints
-from operators.network.routersync import apply_plan, plan_changes, read_state
+from operators.network.routersync import apply_plan, plan_changes, read_state_parallel
 from trellis.api.network import NetworkSpec
 from trellis.routeros.api import RouterClients, RouterError, RouterLoginFailed
 
@@ -77,7 +77,7 @@ class RouterBackend:
         if use_cache and last and last[0] == digest and time.monotonic() - last[1] < self.drift_seconds:
             return Outcome(skipped=True, message="router already matches")
         try:
-            actual = await client.run(lambda sess: read_state(sess, server_name(network)))
+            actual = await asyncio.to_thread(read_state_parallel, client, server_name(network))
             plan = plan_changes(entries, actual, self.tag_prefix, network)
             if plan.blocked:
                 self._synced.pop(network, None)

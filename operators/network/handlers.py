@@ -27,7 +27,7 @@ from trellis.routeros.api import RouterClients
 
 TEST_MODE = bool(os.environ.get("TRELLIS_TEST_MODE"))
 RESYNC_SECONDS = float(os.environ.get("TRELLIS_NETWORK_RESYNC_SECONDS", "30" if TEST_MODE else "300"))
-DEBOUNCE_SECONDS = 0.2
+DEBOUNCE_SECONDS = 0.1
 
 
 class Runtime:
@@ -56,6 +56,7 @@ class Runtime:
             self.kube, self.router, DnsmasqBackend(self.kube, workload.WorkloadSettings.from_env(), render)
         )
         self.wake: dict[str, asyncio.Event] = {}
+        self.generations: dict[str, int | None] = {}  # reservation -> last spec generation seen
 
     def poke(self, network: str | None) -> None:
         if network and network in self.wake:
@@ -126,7 +127,15 @@ async def reservation_changed(
     rt = runtime()
     network_cidrs: kopf.Index[str, ipam.NetworkRef] = kwargs["network_cidrs"]
     network = str(spec.get("networkRef", ""))
-    if network in rt.wake or type == "DELETED":
+    key, generation = f"{namespace}/{name}", meta.get("generation")
+    if type == "DELETED":
+        rt.generations.pop(key, None)
+        rt.poke(network)
+        return
+    if rt.generations.get(key) == generation:
+        return  # a status or metadata write (most often our own): nothing for IPAM or the backend
+    rt.generations[key] = generation
+    if network in rt.wake:
         rt.poke(network)
         return
     if meta.get("deletionTimestamp") or any(n.name == network for n in network_cidrs.get("all", [])):
@@ -213,11 +222,15 @@ async def network_deleted(name: str, body: kopf.Body, spec: Any, logger: Any, **
     router = spec.get("router")
     if router:
         outcome = await rt.router.teardown(name, router)
-        if not outcome.ok:
+        if outcome.reason == "RouterNotFound":
+            # The Router object is gone: nothing we could reach is left to clean up.
+            logger.warning("Network %s: Router %s does not exist; not cleaning it up", name, router)
+        elif not outcome.ok:
             raise kopf.TemporaryError(
                 f"cannot remove this Network's RouterOS items: {outcome.message}", delay=10
             )
-        logger.info("Network %s: removed %d RouterOS items", name, outcome.writes)
+        else:
+            logger.info("Network %s: removed %d RouterOS items", name, outcome.writes)
     await rt.reconciler.dnsmasq.remove(name)
 
 

@@ -29,7 +29,16 @@ from operators.network.desired import (
     Entry,
     network_tag_prefix,
 )
-from trellis.routeros.api import RouterClient, RouterError, RouterTrap, Row, Session, UnsafeValue, canonical
+from trellis.routeros.api import (
+    RouterClient,
+    RouterError,
+    RouterTrap,
+    RouterUnreachable,
+    Row,
+    Session,
+    UnsafeValue,
+    canonical,
+)
 
 
 @dataclass(frozen=True)
@@ -251,18 +260,35 @@ def _collision(
     return ""
 
 
+def _reader(path: str, lease_server: str | None) -> Callable[[Session], list[Row]]:
+    spec = MENUS[path]
+    props = (".id", "comment", "dynamic", *spec.fields)
+    where = {"server": lease_server} if path == LEASE and lease_server else None
+    return lambda sess: sess.print(path, props, where)
+
+
 def read_state(sess: Session, lease_server: str | None = None) -> dict[str, list[Row]]:
     """One print per managed menu, limited to the properties we compare.
 
     Leases are only ever ours or in conflict with ours on our own DHCP server, so with
     ``lease_server`` only that server's leases are read (a router holds every Network's).
     """
+    return {path: _reader(path, lease_server)(sess) for path in MENU_ORDER}
+
+
+def read_state_parallel(client: RouterClient, lease_server: str | None = None) -> dict[str, list[Row]]:
+    """``read_state`` with the menus spread over the connection pool (still one print per menu).
+
+    A read that lost its connection (a pooled one the router dropped) is retried once.
+    """
+    readers = [_reader(path, lease_server) for path in MENU_ORDER]
     state: dict[str, list[Row]] = {}
-    for path in MENU_ORDER:
-        spec = MENUS[path]
-        props = (".id", "comment", "dynamic", *spec.fields)
-        where = {"server": lease_server} if path == LEASE and lease_server else None
-        state[path] = sess.print(path, props, where)
+    for path, reader, rows in zip(MENU_ORDER, readers, client.run_parallel(readers), strict=True):
+        if isinstance(rows, RouterUnreachable):
+            rows = client.call(reader, retries=1)
+        if isinstance(rows, RouterError):
+            raise rows
+        state[path] = rows
     return state
 
 

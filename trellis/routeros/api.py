@@ -17,7 +17,7 @@ import logging
 import socket
 import ssl
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -290,7 +290,7 @@ class RouterClient:
                 attempt += 1
                 log.info("retrying on a fresh connection to %s", self.endpoint.host)
 
-    def run_parallel(self, operations: list[Callable[[Session], T]]) -> list[T | RouterError]:
+    def run_parallel(self, operations: Sequence[Callable[[Session], T]]) -> list[T | RouterError]:
         """Run independent operations over the pool; results (or errors) in input order."""
 
         def one(op: Callable[[Session], T]) -> T | RouterError:
