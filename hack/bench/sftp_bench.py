@@ -16,6 +16,7 @@ import http.server
 import json
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import threading
@@ -34,19 +35,32 @@ from tests.support.rossim import start_rossim  # noqa: E402
 from trellis.routeros.ssh import SSHConfig  # noqa: E402
 
 SIZE = 256 * 1024 * 1024
+# paramiko's defaults move about 1 MB/s here: they are measured on a smaller image.
+DEFAULTS_SIZE = 16 * 1024 * 1024
 BLOCK = 1024 * 1024
+REPEAT = 3
 
 
-def blocks() -> Iterator[bytes]:
+def blocks(size: int = SIZE) -> Iterator[bytes]:
     seed = os.urandom(BLOCK)
-    for i in range(SIZE // BLOCK):
+    for i in range(size // BLOCK):
         yield seed[i:] + seed[:i]
 
 
-def timed(fn: Callable[[], object]) -> float:
+def timed(fn: Callable[[], object], size: int = SIZE) -> float:
     start = time.monotonic()
     fn()
-    return SIZE / (time.monotonic() - start) / 1e6
+    return size / (time.monotonic() - start) / 1e6
+
+
+def repeated(fn: Callable[[], object], size: int = SIZE, repeat: int = REPEAT) -> dict[str, Any]:
+    """Several runs: the machine is shared, so the median and the best are both reported."""
+    rates = sorted(timed(fn, size) for _ in range(repeat))
+    return {
+        "median": round(statistics.median(rates), 1),
+        "best": round(rates[-1], 1),
+        "runs": [round(r, 1) for r in rates],
+    }
 
 
 def defaults_upload(cfg: SSHConfig, path: str) -> None:
@@ -56,7 +70,7 @@ def defaults_upload(cfg: SSHConfig, path: str) -> None:
     try:
         sftp = client.open_sftp()
         with sftp.open(path, "wb") as fh:
-            for block in blocks():
+            for block in blocks(DEFAULTS_SIZE):
                 fh.write(block)
     finally:
         client.close()
@@ -111,14 +125,19 @@ def main() -> int:
             password=sim.password,
             known_hosts=sim.known_hosts_line,
         )
-        runs = {
-            "paramiko_defaults": lambda: defaults_upload(cfg, "/storage-pool/a.bin"),
-            "tuned_32KiB_requests": lambda: tuned_upload(cfg, "/storage-pool/b.bin", 32 * 1024),
-            "tuned_128KiB_requests": lambda: tuned_upload(cfg, "/storage-pool/c.bin", 128 * 1024),
-        }
-        for name, run in runs.items():
-            results[f"{name}_MBps"] = round(timed(run), 1)
-            print(f"{name:28s} {results[f'{name}_MBps']:8.1f} MB/s")
+        results["paramiko_defaults_MBps"] = repeated(
+            lambda: defaults_upload(cfg, "/storage-pool/a.bin"), DEFAULTS_SIZE, repeat=1
+        )
+        results["paramiko_defaults_size_bytes"] = DEFAULTS_SIZE
+        results["tuned_32KiB_requests_MBps"] = repeated(
+            lambda: tuned_upload(cfg, "/storage-pool/b.bin", 32 * 1024)
+        )
+        results["tuned_128KiB_requests_MBps"] = repeated(
+            lambda: tuned_upload(cfg, "/storage-pool/c.bin", 128 * 1024)
+        )
+        for name in ("paramiko_defaults", "tuned_32KiB_requests", "tuned_128KiB_requests"):
+            figures = results[f"{name}_MBps"]
+            print(f"{name:28s} median {figures['median']:7.1f} MB/s  best {figures['best']:7.1f} MB/s")
         image = work / "image.iso"
         digest = hashlib.sha256()
         with open(image, "wb") as fh:
@@ -127,11 +146,13 @@ def main() -> int:
                 digest.update(block)
         server, url = serve_file(image)
         try:
-            mbps = timed(lambda: product_path(cfg, url, digest.hexdigest()))
+            figures = repeated(lambda: product_path(cfg, url, digest.hexdigest()))
         finally:
             server.shutdown()
-        results["http_to_sftp_verified_MBps"] = round(mbps, 1)
-        print(f"{'http_to_sftp_verified':28s} {mbps:8.1f} MB/s (default write size)")
+        results["http_to_sftp_verified_MBps"] = figures
+        results["load_average"] = os.getloadavg()
+        name = "http_to_sftp_verified"
+        print(f"{name:28s} median {figures['median']:7.1f} MB/s  best {figures['best']:7.1f} MB/s")
     finally:
         sim.stop()
         shutil.rmtree(work, ignore_errors=True)
