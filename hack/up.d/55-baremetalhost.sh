@@ -1,54 +1,32 @@
-# BareMetalHost: emulated BMCs for a demo rack — two IPMI BMCs (pyghmi-based emulator) and one
-# Redfish BMC (sushy-tools --fake) — and three hosts in namespace trellis-bmh-demo wired to them.
+# BareMetalHost: the emulated BMCs behind docs/examples/baremetalhost-*.yaml — an IPMI BMC
+# (pyghmi-based emulator) for server1, Redfish over HTTPS (sushy-tools --fake, lab certificate) for
+# server2 and Redfish over HTTP for server3.
 BMH_RUN=$RUN/baremetalhost
 mkdir -p "$BMH_RUN"
 cat > "$BMH_RUN/ipmi-systems.json" <<JSON
 {"systems": [
-  {"name": "demo-ipmi-0", "port": 16230, "username": "admin", "password": "password", "serial": "DEMO-0"},
-  {"name": "demo-ipmi-1", "port": 16231, "username": "admin", "password": "password", "serial": "DEMO-1"}
+  {"name": "server1", "port": 16230, "username": "ADMIN", "password": "change-me", "serial": "LAB-S1"}
 ]}
 JSON
 start bmc-ipmi python -m tests.support.ipmi_bmc_emulator --config "$BMH_RUN/ipmi-systems.json" \
   --control-port 16239 --state-file "$BMH_RUN/ipmi-state.json"
-cat > "$BMH_RUN/sushy.conf" <<CONF
-SUSHY_EMULATOR_FAKE_SYSTEMS = [{"uuid": "8c3b3a1e-9a43-4f57-8d0e-6f1a5e6d0b01", "name": "demo-redfish-0",
-                                "power_state": "Off", "external_notifier": False, "nics": []}]
-SUSHY_EMULATOR_STATE_DIR = "$BMH_RUN/sushy-state"
+sushy_conf() { # NAME UUID PORT [TLS]
+  cat > "$BMH_RUN/$1.conf" <<CONF
+SUSHY_EMULATOR_FAKE_SYSTEMS = [{"uuid": "$2", "name": "$1", "power_state": "Off", "external_notifier": False, "nics": []}]
+SUSHY_EMULATOR_STATE_DIR = "$BMH_RUN/$1-state"
 SUSHY_EMULATOR_LISTEN_IP = "127.0.0.1"
-SUSHY_EMULATOR_LISTEN_PORT = 16280
+SUSHY_EMULATOR_LISTEN_PORT = $3
 CONF
-start bmc-redfish sushy-emulator --fake --config "$BMH_RUN/sushy.conf"
+  if [ -n "${4:-}" ]; then
+    printf 'SUSHY_EMULATOR_SSL_CERT = "%s"\nSUSHY_EMULATOR_SSL_KEY = "%s"\n' \
+      "$LAB/registry/tls.crt" "$LAB/registry/tls.key" >> "$BMH_RUN/$1.conf"
+  fi
+}
+sushy_conf server2 5f0c7a0e-2d3b-4c41-9a52-6d1e8b7f0a02 16443 tls
+sushy_conf server3 5f0c7a0e-2d3b-4c41-9a52-6d1e8b7f0a03 16280
+start bmc-redfish-server2 sushy-emulator --fake --config "$BMH_RUN/server2.conf"
+start bmc-redfish-server3 sushy-emulator --fake --config "$BMH_RUN/server3.conf"
 wait_http http://127.0.0.1:16239/systems 30
 wait_http http://127.0.0.1:16280/redfish/v1/ 30
-kubectl create namespace trellis-bmh-demo --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-kubectl apply -n trellis-bmh-demo -f - >/dev/null <<YAML
-apiVersion: v1
-kind: Secret
-metadata: {name: demo-bmc}
-stringData: {username: admin, password: password}
----
-apiVersion: trellis.dev/v1alpha1
-kind: BareMetalHost
-metadata: {name: demo-ipmi-0}
-spec:
-  bmc: {address: "ipmi://127.0.0.1:16230", credentialsName: demo-bmc}
-  bootMACAddress: "52:54:00:de:00:00"
-  online: true
----
-apiVersion: trellis.dev/v1alpha1
-kind: BareMetalHost
-metadata: {name: demo-ipmi-1}
-spec:
-  bmc: {address: "ipmi://127.0.0.1:16231", credentialsName: demo-bmc}
-  bootMACAddress: "52:54:00:de:00:01"
-  online: false
----
-apiVersion: trellis.dev/v1alpha1
-kind: BareMetalHost
-metadata: {name: demo-redfish-0}
-spec:
-  bmc: {address: "redfish+http://127.0.0.1:16280/redfish/v1/Systems/8c3b3a1e-9a43-4f57-8d0e-6f1a5e6d0b01", credentialsName: demo-bmc}
-  bootMACAddress: "52:54:00:de:00:10"
-  online: true
-YAML
-echo "  IPMI BMCs on udp 127.0.0.1:16230-16231 (control :16239), Redfish BMC on :16280; hosts in trellis-bmh-demo"
+for _ in $(seq 1 60); do curl -ksf -o /dev/null https://127.0.0.1:16443/redfish/v1/ && break; sleep 0.5; done
+echo "  IPMI BMC udp 127.0.0.1:16230 (server1), Redfish https :16443 (server2), http :16280 (server3)"
