@@ -24,6 +24,8 @@ class FileServer:
     root: Path
     base_url: str
     ranged_requests: list[int]
+    # False: Range headers are ignored (answers are always 200 with the whole file).
+    honour_ranges: bool = True
 
     def url(self, name: str) -> str:
         return f"{self.base_url}/{name}"
@@ -32,6 +34,7 @@ class FileServer:
 @contextmanager
 def serving(root: Path) -> Iterator[FileServer]:
     ranged: list[int] = []
+    state: list[FileServer] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:
@@ -45,7 +48,7 @@ def serving(root: Path) -> Iterator[FileServer]:
             size = path.stat().st_size
             start = 0
             match = _RANGE.match(self.headers.get("Range", ""))
-            if match and int(match.group(1)) < size:
+            if match and state[0].honour_ranges and int(match.group(1)) < size:
                 start = int(match.group(1))
                 ranged.append(start)
                 self.send_response(206)
@@ -63,8 +66,9 @@ def serving(root: Path) -> Iterator[FileServer]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    state.append(FileServer(root, f"http://127.0.0.1:{server.server_address[1]}", ranged))
     try:
-        yield FileServer(root, f"http://127.0.0.1:{server.server_address[1]}", ranged)
+        yield state[0]
     finally:
         server.shutdown()
         server.server_close()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import secrets
@@ -287,3 +288,61 @@ def test_sftp_drop_mid_transfer_resumes(
     assert "using 32768 from now on" in operator.logs()  # a failed upload falls back to safe requests
     crds.kubectl("delete", "isocdrom", name, "--wait=false")
     wait_for(lambda: gone(crds, name), timeout=60, what=f"{name} deletion")
+
+
+def test_sftp_drop_without_range_support_restarts(
+    crds: ControlPlane,
+    sim: RosSim,
+    images: tuple[FileServer, dict[str, str]],
+    router: str,
+    operator: OperatorProcess,
+) -> None:
+    server, sums = images
+    name = f"restart-{secrets.token_hex(3)}"
+    ranged = len(server.ranged_requests)
+    server.honour_ranges = False
+    try:
+        sim.control.drop_after(20, protocol="sftp")
+        crds.apply(isocdrom(name, router, server.url("big.iso"), sums["big.iso"], deletePolicy="Delete"))
+        st = wait_phase(crds, name, "Ready", timeout=120)
+    finally:
+        server.honour_ranges = True
+    assert len(server.ranged_requests) == ranged  # nothing was resumed: the copy started again
+    stored = Path(sim.control.disk(st["slot"])["backing_path"]).read_bytes()
+    assert hashlib.sha256(stored).hexdigest() == sums["big.iso"] == st["sha256"]
+    crds.kubectl("delete", "isocdrom", name, "--wait=false")
+    wait_for(lambda: gone(crds, name), timeout=60, what=f"{name} deletion")
+
+
+def test_image_already_on_the_rds_is_exported_and_never_deleted(
+    crds: ControlPlane,
+    sim: RosSim,
+    images: tuple[FileServer, dict[str, str]],
+    router: str,
+    operator: OperatorProcess,
+) -> None:
+    server, sums = images
+    client = sim.ssh_client()
+    try:
+        sftp = client.open_sftp()
+        with contextlib.suppress(OSError):
+            sftp.mkdir("/storage-pool/rescue")
+        sftp.put(str(server.root / "small.iso"), "/storage-pool/rescue/rescue.iso")
+    finally:
+        client.close()
+    name = f"onrds-{secrets.token_hex(3)}"
+    spec = {
+        "source": {"rdsPath": "storage-pool/rescue/rescue.iso", "sha256": sums["small.iso"]},
+        "target": {"routerRef": router},
+    }
+    crds.apply(
+        {"apiVersion": "trellis.dev/v1alpha1", "kind": "ISOCDROM", "metadata": {"name": name}, "spec": spec}
+    )
+    st = wait_phase(crds, name, "Ready")
+    assert st["path"] == "/storage-pool/rescue/rescue.iso" and st["sha256"] == sums["small.iso"]
+    assert exported(sim, st["slot"])
+    crds.kubectl("delete", "isocdrom", name, "--wait=false")
+    wait_for(lambda: gone(crds, name), timeout=60, what=f"{name} deletion")
+    assert exported(sim, st["slot"]) is None
+    out = sim.ssh_exec(':put [/file print detail as-value where name="storage-pool/rescue/rescue.iso"]')
+    assert "rescue.iso" in out  # not ours: kept
