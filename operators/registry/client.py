@@ -149,6 +149,10 @@ def resolve(kube: Kube, name: str, spec: RegistrySpec, namespace: str) -> Resolv
     if m.proxy and m.proxy.credentials_secret_ref:
         ref2 = m.proxy.credentials_secret_ref
         upstream = kube.credentials(ns(ref2.namespace), ref2.name)
+    upstream_ca = None
+    if m.proxy and m.proxy.ca_secret_ref:
+        ref3 = m.proxy.ca_secret_ref
+        upstream_ca = kube.secret_key(ns(ref3.namespace), ref3.name, ref3.key)
     generated_ca = generated_serving = None
     ca_data = kube.secret_data(namespace, child_name(name, "ca"))
     if ca_data and ca_data.get("ca.crt") and ca_data.get("ca.key"):
@@ -161,6 +165,7 @@ def resolve(kube: Kube, name: str, spec: RegistrySpec, namespace: str) -> Resolv
         user_tls=user_tls,
         htpasswd=htpasswd_text,
         upstream_credentials=upstream,
+        upstream_ca=upstream_ca,
         generated_ca=generated_ca,
         generated_serving=generated_serving,
         http_secret=http,

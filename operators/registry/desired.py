@@ -62,6 +62,7 @@ class Resolved:
     user_tls: UserTLS | None = None
     htpasswd: str | None = None
     upstream_credentials: tuple[str, str] | None = None
+    upstream_ca: str | None = None
     external_ca: str | None = None
     generated_ca: pki.KeyPair | None = None
     generated_serving: pki.KeyPair | None = None
@@ -81,6 +82,7 @@ class Desired:
     probe_credentials: tuple[str, str] | None = None
     upstream_url: str | None = None
     upstream_has_credentials: bool = False
+    upstream_ca: str | None = None
 
 
 def _url(host: str, port: int) -> str:
@@ -155,6 +157,14 @@ def managed(
                 "the upstream credentials Secret (proxy.credentialsSecretRef) was not found "
                 "or lacks the keys username and password",
             )
+        if m.proxy.ca_secret_ref:
+            if resolved.upstream_ca is None:
+                raise InvalidSpec(
+                    "SecretNotFound", "the upstream CA Secret key (proxy.caSecretRef) was not found"
+                )
+            problem = pki.validate_ca_bundle(resolved.upstream_ca)
+            if problem:
+                raise InvalidSpec("InvalidCA", f"proxy.caSecretRef: {problem}")
     if m.auth:
         if resolved.htpasswd is None:
             raise InvalidSpec(
@@ -184,6 +194,9 @@ def managed(
         mounted["htpasswd"] = resolved.htpasswd
     if resolved.upstream_credentials and upstream:
         mounted["upstream"] = "\0".join(resolved.upstream_credentials)
+    upstream_ca = resolved.upstream_ca if upstream and m.proxy and m.proxy.ca_secret_ref else None
+    if upstream_ca:
+        mounted["upstream-ca"] = upstream_ca
     storage = m.storage
     plan = WorkloadPlan(
         owner=owner,
@@ -201,6 +214,7 @@ def managed(
         auth=m.auth is not None,
         proxy_credentials=bool(upstream and resolved.upstream_credentials),
         gc_schedule=m.gc_schedule,
+        upstream_ca=upstream_ca is not None,
     )
     objects: list[dict[str, Any]] = []
     if generated_ca is not None:
@@ -224,6 +238,8 @@ def managed(
         objects.append(
             secret(owner, child_name(name, "upstream"), namespace, {"username": user, "password": password})
         )
+    if upstream_ca:
+        objects.append(secret(owner, child_name(name, "upstream-ca"), namespace, {"ca.crt": upstream_ca}))
     objects += [config_map(plan), persistent_volume_claim(plan), service(plan), deployment(plan)]
     cron = gc_cron_job(plan)
     if cron:
@@ -241,6 +257,7 @@ def managed(
         objects=objects,
         upstream_url=upstream,
         upstream_has_credentials=plan.proxy_credentials,
+        upstream_ca=upstream_ca,
     )
 
 

@@ -66,7 +66,7 @@ def _namespace(spec: RegistrySpec) -> str:
 def _upstream_check(want: plan.Desired) -> tuple[bool, str, str] | None:
     if not want.upstream_url:
         return None
-    result = probe(want.upstream_url + "/v2/")
+    result = probe(want.upstream_url + "/v2/", want.upstream_ca)
     if not result.ok:
         return False, "UpstreamUnreachable", result.detail
     if want.upstream_has_credentials and result.challenge.lower().startswith("basic"):

@@ -20,6 +20,7 @@ DEBUG_PORT = 5001
 # The official image's non-root user; fsGroup makes the volume writable for it.
 RUN_AS = 1000
 MAX_NAME = 63
+SYSTEM_CERT_DIR = "/etc/ssl/certs"
 
 
 def child_name(registry: str, suffix: str = "") -> str:
@@ -69,6 +70,7 @@ class WorkloadPlan:
     auth: bool
     proxy_credentials: bool
     gc_schedule: str | None
+    upstream_ca: bool = False
     paths: Paths = field(default_factory=Paths)
 
 
@@ -152,6 +154,10 @@ def _volumes(plan: WorkloadPlan) -> tuple[list[dict[str, Any]], list[dict[str, A
         {"name": "tls", "mountPath": paths.tls_dir, "readOnly": True},
         {"name": "data", "mountPath": paths.storage},
     ]
+    if plan.upstream_ca:
+        ca_secret = child_name(name, "upstream-ca")
+        volumes.append({"name": "upstream-ca", "secret": {"secretName": ca_secret, "defaultMode": 0o444}})
+        mounts.append({"name": "upstream-ca", "mountPath": paths.upstream_ca_dir, "readOnly": True})
     if plan.auth:
         volumes.append(
             {"name": "auth", "secret": {"secretName": child_name(name, "auth"), "defaultMode": 0o440}}
@@ -165,6 +171,9 @@ def _env(plan: WorkloadPlan) -> list[dict[str, Any]]:
         return {"name": var, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": key}}}
 
     env = [from_secret(ENV_HTTP_SECRET, child_name(plan.owner.name, "http"), "secret")]
+    if plan.upstream_ca:
+        # Go reads the certificates of every directory listed here instead of its defaults.
+        env.append({"name": "SSL_CERT_DIR", "value": f"{SYSTEM_CERT_DIR}:{plan.paths.upstream_ca_dir}"})
     if plan.proxy_credentials:
         upstream = child_name(plan.owner.name, "upstream")
         env += [

@@ -94,6 +94,10 @@ class RegistryProxy(TrellisModel):
     credentials_secret_ref: SecretReference | None = Field(
         default=None, description="Secret with username and password for the upstream."
     )
+    ca_secret_ref: SecretKeyReference | None = Field(
+        default=None,
+        description="CA certificate (PEM) of an upstream whose certificate is not publicly trusted.",
+    )
 
 
 class RegistryService(TrellisModel):

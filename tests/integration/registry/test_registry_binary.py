@@ -23,6 +23,7 @@ from operators.registry.config import (
     ServeOptions,
     render_config,
 )
+from operators.registry.workload import SYSTEM_CERT_DIR
 from tests.support.oci import OCIClient, garbage_collect, registry_binary
 from tests.support.operators import free_port
 from tests.support.wait import wait_for
@@ -154,8 +155,8 @@ def _cache_of(upstream: Served, root: Path, ca: pki.KeyPair, env: dict[str, str]
     port = free_port()
     opts = ServeOptions(name="cache", port=port, listen_host="127.0.0.1", proxy_remote_url=upstream.url + "/")
     config, paths = _write_instance(root, opts, ca)
-    # Go reads extra trust roots from SSL_CERT_FILE; the Deployment mounts the upstream CA likewise.
-    env.setdefault("SSL_CERT_FILE", str(upstream.ca_file))
+    # How the Deployment trusts proxy.caSecretRef: the CA's directory added to Go's SSL_CERT_DIR.
+    env.setdefault("SSL_CERT_DIR", f"{SYSTEM_CERT_DIR}:{upstream.ca_file.parent}")
     return config, paths, f"https://127.0.0.1:{port}"
 
 

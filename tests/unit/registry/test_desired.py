@@ -224,3 +224,32 @@ def test_long_names_stay_valid_labels() -> None:
         child = child_name(name, suffix)
         assert len(child) <= 63 and child.endswith(suffix)
     assert child_name(name) != child_name("a" * 199)
+
+
+def test_private_upstream_ca_is_mounted_and_trusted() -> None:
+    ca = pki.generate_ca("upstream")
+    proxy = {"upstreamURL": "https://mirror.lab.example:5000", "caSecretRef": {"name": "up", "key": "ca.crt"}}
+    want = desired.managed("c", UID, spec(proxy=proxy), desired.Resolved(upstream_ca=ca.cert_pem), "ns")
+    objs = by_kind(want)
+    assert secret_text(objs["Secret/registry-c-upstream-ca"], "ca.crt") == ca.cert_pem
+    pod = objs["Deployment/registry-c"]["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["SSL_CERT_DIR"] == "/etc/ssl/certs:/etc/trellis/registry-upstream-ca"
+    assert {"name": "upstream-ca", "mountPath": "/etc/trellis/registry-upstream-ca", "readOnly": True} in (
+        pod["containers"][0]["volumeMounts"]
+    )
+    assert want.upstream_ca == ca.cert_pem
+    other = desired.managed(
+        "c", UID, spec(proxy=proxy), desired.Resolved(upstream_ca=pki.generate_ca("x").cert_pem), "ns"
+    )
+    assert (
+        by_kind(other)["Deployment/registry-c"]["spec"]["template"]["metadata"]["annotations"]
+        != objs["Deployment/registry-c"]["spec"]["template"]["metadata"]["annotations"]
+    )
+    for resolved, reason in [
+        (desired.Resolved(), "SecretNotFound"),
+        (desired.Resolved(upstream_ca="junk"), "InvalidCA"),
+    ]:
+        with pytest.raises(desired.InvalidSpec) as err:
+            desired.managed("c", UID, spec(proxy=proxy), resolved, "ns")
+        assert err.value.reason == reason
