@@ -27,7 +27,8 @@ from trellis.routeros.api import RouterClients
 
 TEST_MODE = bool(os.environ.get("TRELLIS_TEST_MODE"))
 RESYNC_SECONDS = float(os.environ.get("TRELLIS_NETWORK_RESYNC_SECONDS", "30" if TEST_MODE else "300"))
-DEBOUNCE_SECONDS = 0.1
+DEBOUNCE_SECONDS = 0.25  # a pass starts once no change arrived for this long...
+DEBOUNCE_LIMIT = 2.0  # ...or this long after the first one, whichever comes first
 
 
 class Runtime:
@@ -198,10 +199,20 @@ async def network_worker(name: str, stopped: kopf.DaemonStopped, logger: Any, **
                 await asyncio.wait({waiter, stopper}, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
                 waiter.cancel()
                 stopper.cancel()
-            await asyncio.sleep(DEBOUNCE_SECONDS)  # let a burst of changes land in one pass
+            await _quiet(wake)  # let a burst of changes land in one pass
     finally:
         if rt.wake.get(name) is wake:
             del rt.wake[name]
+
+
+async def _quiet(wake: asyncio.Event) -> None:
+    deadline = asyncio.get_running_loop().time() + DEBOUNCE_LIMIT
+    while True:
+        wake.clear()
+        left = deadline - asyncio.get_running_loop().time()
+        await asyncio.sleep(max(0.0, min(DEBOUNCE_SECONDS, left)))
+        if not wake.is_set() or left <= DEBOUNCE_SECONDS:
+            return
 
 
 @kopf.on.delete(GROUP, VERSION, "networks")

@@ -12,6 +12,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pyroute2 import NetNS
@@ -30,7 +31,7 @@ SERVER_IP = "10.77.0.2"
 SCRIPT_URL = "http://10.77.0.2:8080/boot.ipxe"
 HTTP_BOOT_URL = "http://10.77.0.2:8080/ipxe.efi"
 
-NETWORK = {
+NETWORK: dict[str, Any] = {
     "cidr": CIDR,
     "gateway": "10.77.0.1",
     "dhcp": {
