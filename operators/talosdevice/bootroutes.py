@@ -45,10 +45,11 @@ def make_app(service: BootService) -> web.Application:
             )
         mac = normalize_mac(raw)
         uuid, arch, remote = request.query.get("uuid", ""), request.query.get("arch", ""), _remote(request)
+        serial = request.query.get("serial", "")
         devices = service.store.devices_with_mac(mac)
         if not devices:
             if mac not in service.creating or service.creating[mac].done():
-                service.creating[mac] = asyncio.create_task(service.discover(mac, remote, uuid, arch))
+                service.creating[mac] = asyncio.create_task(service.discover(mac, remote, uuid, arch, serial))
             cluster = service.default_cluster()
             strict = True if cluster is None else (cluster.get("spec") or {}).get("strictBoot", True)
             return _script(_unknown_script(service, mac, strict))
@@ -57,7 +58,7 @@ def make_app(service: BootService) -> web.Application:
             return _script(ipxe.exit_script("Conflict", f"{mac} is claimed by several TalosDevices: {names}"))
         device = devices[0]
         stamp = now()
-        seen = {"lastSeen": stamp, "observed": _observed(remote, uuid, arch)}
+        seen = {"lastSeen": stamp, "observed": _observed(remote, uuid, arch, serial)}
         known = (device.get("status") or {}).get("firstSeen")
         if not known:
             seen["firstSeen"] = stamp

@@ -202,7 +202,7 @@ class BootService:
         self.background.add(task)
         task.add_done_callback(self.background.discard)
 
-    async def discover(self, mac: str, remote: str, uuid: str, arch: str) -> None:
+    async def discover(self, mac: str, remote: str, uuid: str, arch: str, serial: str = "") -> None:
         """Create a Pending TalosDevice for an unknown MAC (once, even under concurrent requests)."""
         namespace = self.options.namespace
         if not namespace:
@@ -232,17 +232,20 @@ class BootService:
             "firstSeen": stamp,
             "lastSeen": stamp,
             "phase": "Pending",
-            "observed": _observed(remote, uuid, arch),
+            "observed": _observed(remote, uuid, arch, serial),
         }
         self.record(created, status)
         message = f"unknown machine {mac} asked to boot from {remote}; approve it with spec.approval=Approved"
         self.event(created, "Discovered", message)
 
 
-def _observed(remote: str, uuid: str | None, arch: str | None) -> dict[str, str]:
+def _observed(remote: str, uuid: str | None, arch: str | None, serial: str | None = None) -> dict[str, str]:
+    """Facts a booting machine reports; empty or all-zero SMBIOS values are left out."""
     out = {"ip": remote}
     if uuid and uuid.strip("-0"):
         out["uuid"] = uuid[:64]
+    if serial and serial.strip(" 0"):
+        out["serial"] = serial[:64]
     if arch:
         out["arch"] = arch[:16]
     return out

@@ -7,7 +7,6 @@ endpoint both go through `render_device`, so per-device settings cannot be dropp
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,13 +15,16 @@ import yaml
 
 from operators.talosdevice.bundle import SecretsBundle, b64
 from operators.talosdevice.contract import Contract, contract_for
+from operators.talosdevice.documents import (
+    manual_mirror_documents,
+    manual_mirrors_legacy,
+    volume_documents,
+)
 from operators.talosdevice.patching import Document, PatchError, json6902, strategic_merge
 from trellis.api.talos import (
     ConfigPatches,
-    RegistryMirror,
     TalosClusterSpec,
     TalosDeviceSpec,
-    VolumeOverride,
 )
 
 DEFAULT_INSTALLER = "ghcr.io/siderolabs/installer"
@@ -30,6 +32,9 @@ KUBELET_IMAGE = "ghcr.io/siderolabs/kubelet"
 K8S_REGISTRY = "registry.k8s.io"
 DEFAULT_INSTALL_DISK = "/dev/sda"
 KUBEPRISM_PORT = 7445
+
+
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 class RenderError(ValueError):
@@ -67,7 +72,10 @@ class Rendered:
     warnings: list[str] = field(default_factory=list)
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump_all(self.documents, sort_keys=False, default_flow_style=False, width=1 << 16)
+        # libyaml's emitter is ~10x faster than PyYAML's and is what a boot storm needs.
+        return yaml.dump_all(
+            self.documents, Dumper=_DUMPER, sort_keys=False, default_flow_style=False, width=1 << 16
+        )
 
 
 def k8s_version(spec: TalosClusterSpec) -> str:
@@ -272,76 +280,6 @@ def apply_device(doc: Document, cluster: ClusterInput, device: DeviceInput) -> N
     install["wipe"] = bool(device.wipe)
 
 
-# --- extra documents ------------------------------------------------------------------------------
-
-# Talos names the image cache volume IMAGECACHE (constants.ImageCachePartitionLabel); the API
-# spells it IMAGE-CACHE as users know it from the Talos docs' prose.
-TALOS_VOLUME_NAMES = {"EPHEMERAL": "EPHEMERAL", "IMAGE-CACHE": "IMAGECACHE", "IMAGECACHE": "IMAGECACHE"}
-_K8S_SUFFIX = re.compile(r"^([0-9.]+)(Ki|Mi|Gi|Ti|Pi|Ei|k|K|M|G|T|P|E)$")
-
-
-def talos_size(value: int | str) -> int | str:
-    """Kubernetes-style suffixes (10Gi) become Talos units (10GiB); Talos forms pass through."""
-    if isinstance(value, int):
-        return value
-    match = _K8S_SUFFIX.match(value.strip())
-    if match:
-        unit = match.group(2)
-        return f"{match.group(1)}{'kB' if unit in ('k', 'K') else unit + 'B'}"
-    return value.strip()
-
-
-def volume_documents(cluster: TalosClusterSpec, device: TalosDeviceSpec) -> list[Document]:
-    """Cluster defaults per volume, with the device's fields taking precedence one by one."""
-    merged: dict[str, dict[str, Any]] = {}
-
-    def absorb(overrides: Sequence[VolumeOverride] | None) -> None:
-        for vol in overrides or ():
-            target = merged.setdefault(TALOS_VOLUME_NAMES[vol.name], {})
-            prov = vol.provisioning
-            if prov.disk_selector:
-                target["diskSelector"] = {"match": prov.disk_selector}
-            if prov.min_size is not None:
-                target["minSize"] = talos_size(prov.min_size)
-            if prov.max_size is not None:
-                target["maxSize"] = talos_size(prov.max_size)
-            if prov.grow is not None:
-                target["grow"] = prov.grow
-
-    absorb(cluster.volumes)
-    absorb(device.volumes)
-    return [
-        {"apiVersion": "v1alpha1", "kind": "VolumeConfig", "name": name, "provisioning": prov}
-        for name, prov in merged.items()
-        if prov
-    ]
-
-
-def _manual_mirrors_legacy(mirrors: Sequence[RegistryMirror]) -> Document:
-    entries: dict[str, Any] = {}
-    for m in mirrors:
-        entry: dict[str, Any] = {"endpoints": list(m.endpoints)}
-        if m.skip_fallback:
-            entry["skipFallback"] = True
-        entries[m.registry] = entry
-    return {"machine": {"registries": {"mirrors": entries}}}
-
-
-def _manual_mirror_documents(mirrors: Sequence[RegistryMirror]) -> list[Document]:
-    docs = []
-    for m in mirrors:
-        doc: Document = {
-            "apiVersion": "v1alpha1",
-            "kind": "RegistryMirrorConfig",
-            "name": m.registry,
-            "endpoints": [{"url": url} for url in m.endpoints],
-        }
-        if m.skip_fallback:
-            doc["skipFallback"] = True
-        docs.append(doc)
-    return docs
-
-
 def apply_patches(documents: list[Document], patches: ConfigPatches | None, origin: str) -> list[Document]:
     if patches is None:
         return documents
@@ -375,12 +313,12 @@ def render_device(cluster: ClusterInput, device: DeviceInput, bundle: SecretsBun
     manual = cluster.spec.registry_mirrors or []
     if contract.registry_mirror_documents:
         documents = strategic_merge(documents, list(cluster.registry_documents))
-        documents = strategic_merge(documents, _manual_mirror_documents(manual))
+        documents = strategic_merge(documents, manual_mirror_documents(manual))
     else:
         for fragment in cluster.registry_patches:
             documents = strategic_merge(documents, [fragment])
         if manual:
-            documents = strategic_merge(documents, [_manual_mirrors_legacy(manual)])
+            documents = strategic_merge(documents, [manual_mirrors_legacy(manual)])
     if spec.hostname and contract.hostname_document:
         documents.append(
             {"apiVersion": "v1alpha1", "kind": "HostnameConfig", "auto": "off", "hostname": spec.hostname}

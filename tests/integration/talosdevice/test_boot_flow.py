@@ -76,7 +76,9 @@ def publish_registry(cp: ControlPlane, namespace: str, name: str) -> None:
 
 def ipxe(service: BootServiceProcess, mac: str = MAC) -> requests.Response:
     return requests.get(
-        f"{service.url}/ipxe", params={"mac": mac, "uuid": "4c4c4544-0000", "arch": "x86_64"}, timeout=10
+        f"{service.url}/ipxe",
+        params={"mac": mac, "uuid": "4c4c4544-0000", "serial": "SN 0042", "arch": "x86_64"},
+        timeout=10,
     )
 
 
@@ -132,7 +134,7 @@ def test_unknown_mac_to_installed_config(
     status = wait_for(
         lambda: get(crds, "talosdevices", name, namespace).get("status", {}).get("observed"), what="status"
     )
-    assert status["ip"] == "127.0.0.1" and status["arch"] == "x86_64"
+    assert status["ip"] == "127.0.0.1" and status["arch"] == "x86_64" and status["serial"] == "SN 0042"
     assert "exit" in ipxe(boot).text  # still pending
 
     # Config is refused before approval, even with a guessed token.

@@ -9,7 +9,8 @@ import yaml
 
 from operators.talosdevice.bundle import SecretsBundle, generate_bundle
 from operators.talosdevice.contract import CONTRACTS, UnsupportedTalosVersion
-from operators.talosdevice.render import ClusterInput, DeviceInput, RenderError, render_device, talos_size
+from operators.talosdevice.documents import talos_size
+from operators.talosdevice.render import ClusterInput, DeviceInput, RenderError, render_device
 from tests.support.talos import check_golden, cluster_spec, device_spec, redact
 from trellis.api.talos import TalosClusterSpec, TalosDeviceSpec
 
