@@ -15,12 +15,14 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -125,6 +127,11 @@ async def http_get(host: str, port: int, target: str) -> tuple[int, bytes]:
     return int(head.split(b" ", 2)[1]), body
 
 
+def requests_get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        return str(resp.read().decode())
+
+
 async def boot_wave(url: str, devices: int, clients: int) -> dict[str, Any]:
     """Every device fetches its script and then its config; `clients` machines booting at a time."""
     parts = urlsplit(url)
@@ -173,6 +180,35 @@ async def boot_wave(url: str, devices: int, clients: int) -> dict[str, Any]:
     }
     out["failures"] = failures
     return out
+
+
+def apache_bench(url: str, requests: int, clients: int) -> dict[str, Any] | None:
+    """The service alone, under `ab` (a C client): warm requests for one device, `clients` at once.
+
+    Separates the service's capacity from the Python load generator sharing the same CPUs."""
+    binary = shutil.which("ab")
+    if binary is None:
+        return None
+    proc = subprocess.run(
+        [binary, "-q", "-n", str(requests), "-c", str(clients), url],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    out = proc.stdout
+    rate = re.search(r"Requests per second:\s+([0-9.]+)", out)
+    pct = dict(re.findall(r"^\s+(\d+)%\s+(\d+)", out, re.MULTILINE))
+    failed = re.search(r"Failed requests:\s+(\d+)", out)
+    if not rate:
+        return {"error": (proc.stderr or out)[-500:]}
+    return {
+        "requests": requests,
+        "clients": clients,
+        "req_per_s": float(rate.group(1)),
+        "p50_ms": int(pct.get("50", -1)),
+        "p99_ms": int(pct.get("99", -1)),
+        "failed": int(failed.group(1)) if failed else None,
+    }
 
 
 async def stats(url: str) -> dict[str, Any]:
@@ -228,6 +264,12 @@ def main() -> int:
             after_cold = asyncio.run(stats(boot.url))
             warm = asyncio.run(boot_wave(boot.url, args.devices, args.clients))
             after_warm = asyncio.run(stats(boot.url))
+            script = requests_get(f"{boot.url}/ipxe?mac={mac(7)}&arch=x86_64")
+            config_url = CONFIG_URL.search(script).group(1).replace("${uuid}", "ab")  # type: ignore[union-attr]
+            ab = {
+                "ipxe": apache_bench(f"{boot.url}/ipxe?mac={mac(7)}&arch=x86_64", 4000, args.clients),
+                "config": apache_bench(config_url, 4000, args.clients),
+            }
         hits = after_warm["cacheHits"] - after_cold["cacheHits"]
         result = {
             "devices": args.devices,
@@ -245,6 +287,7 @@ def main() -> int:
             "cache_hits": after_warm["cacheHits"],
             "status_writes": after_warm["statusWrites"],
             "target_p99_warm_ms": 50,
+            "ab_warm_single_device": ab,
             # The machine is shared: the load average says how much else competed for its 2 cores.
             "loadavg_1m_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         }
@@ -271,6 +314,12 @@ def main() -> int:
         f"  render per config: cold {result['render_cold_ms_per_config']} ms,"
         f" warm (cache hit) {result['render_warm_ms_per_config']} ms"
     )
+    for name, figures in (result["ab_warm_single_device"] or {}).items():
+        if figures and "req_per_s" in figures:
+            print(
+                f"  ab, warm {name}: {figures['req_per_s']} req/s at {figures['clients']} concurrent,"
+                f" p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms"
+            )
     print(f"  load average (1 min) before/after: {result['loadavg_1m_before_after']}")
     print(f"  wrote {out}")
     return 0
