@@ -274,3 +274,40 @@ def test_lenient_mode_and_rejected_devices(
     )
     assert proxy.ok and "dhcp-range=10.0.0.0,proxy" in proxy.text
     assert requests.get(f"{boot.url}/dnsmasq.conf", params={"mode": "server"}, timeout=5).status_code == 400
+
+
+def test_assets_from_a_directory_and_a_cluster_url(
+    crds: ControlPlane, talos_operator: OperatorProcess, namespace: str, tmp_path: Path
+) -> None:
+    """Kernel and initramfs come from --assets-dir (a PVC in the chart); dummy files stand in for Talos'."""
+    assets = tmp_path / "assets" / "v1.12.0"
+    assets.mkdir(parents=True)
+    (assets / "vmlinuz-amd64").write_bytes(b"dummy kernel\n")
+    (assets / "initramfs-amd64.xz").write_bytes(b"dummy initramfs\n")
+    crds.apply(lab_cluster(endpoint="https://lab.example:6443"), namespace=namespace)
+    crds.apply(
+        {
+            "apiVersion": "trellis.dev/v1alpha1",
+            "kind": "TalosDevice",
+            "metadata": {"name": "w-1"},
+            "spec": {"mac": MAC, "clusterRef": "lab", "role": "worker", "approval": "Approved"},
+        },
+        namespace=namespace,
+    )
+    wait_ready(crds, "talosdevices", "w-1", namespace, "True")
+    args = ["--assets-dir", str(tmp_path / "assets")]
+    with running_boot_service(crds, tmp_path / "logs", namespace, args) as service:
+        script = wait_for(lambda: (t := ipxe(service).text) and "kernel " in t and t, what="talos script")
+        kernel_url = next(line for line in script.splitlines() if line.startswith("kernel ")).split()[1]
+        initrd_url = next(line for line in script.splitlines() if line.startswith("initrd ")).split()[1]
+        assert requests.get(kernel_url, timeout=10).content == b"dummy kernel\n"
+        assert requests.get(initrd_url, timeout=10).content == b"dummy initramfs\n"
+        assert requests.get(f"{service.url}/assets/../bundle.yaml", timeout=10).status_code in (403, 404)
+
+        # A cluster's own boot.assetsURL names the directory of its version's files.
+        mirror = "http://mirror.lab.example/talos/v1.12.0"
+        patch(crds, namespace, "talosclusters", "lab", {"spec": {"boot": {"assetsURL": mirror}}})
+        script = wait_for(
+            lambda: (t := ipxe(service).text) and mirror in t and t, what="mirror URL in script"
+        )
+        assert f"kernel {mirror}/vmlinuz-amd64 " in script and f"initrd {mirror}/initramfs-amd64.xz" in script
