@@ -114,7 +114,8 @@ class Endpoint:
     def pool_key(self) -> str:
         """Identity of the pool: a changed password or CA gives a fresh pool."""
         secret = hashlib.sha256(f"{self.password}\0{self.ca_pem or ''}".encode()).hexdigest()[:16]
-        return f"{self.username}@{self.host}:{self.effective_port}/tls={self.tls}/{self.verify}/{secret}"
+        tls = f"tls={self.tls}/{self.verify}/{self.server_name or ''}"
+        return f"{self.username}@{self.host}:{self.effective_port}/{tls}/{secret}"
 
     def ssl_context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cadata=self.ca_pem) if self.ca_pem else ssl.create_default_context()
