@@ -56,9 +56,9 @@ $(BIN)/talos-validate: hack/talosvalidate/go.mod hack/talosvalidate/go.sum $(wil
 build/proto/csi.proto: hack/csi-proto.sh
 	bash hack/csi-proto.sh $(CSI_SPEC) build/proto
 $(BIN)/csi-provisioner: hack/csi-sidecars.sh
-	bash hack/csi-sidecars.sh $(BIN)
+	bash hack/csi-sidecars.sh $(CURDIR)/$(BIN)
 $(BIN)/csi-sanity-runner: hack/csi-sanity/go.mod hack/csi-sanity/go.sum hack/csi-sanity/main.go
-	cd hack/csi-sanity && CGO_ENABLED=0 go build -trimpath -o $(BIN)/csi-sanity-runner .
+	cd hack/csi-sanity && CGO_ENABLED=0 go build -trimpath -o $(CURDIR)/$@ .
 # CSI stubs: generated, never committed (csi/_gen/ is ignored).
 csi/_gen/csi_pb2.py: build/proto/csi.proto $(VENV)/.installed
 	$(PY) -m csi.stubs build/proto/csi.proto
