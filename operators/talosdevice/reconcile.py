@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
+import socket
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,11 +24,14 @@ from operators.talosdevice.bundle import SecretsBundle, admin_client_certificate
 from operators.talosdevice.contract import UnsupportedTalosVersion, contract_for
 from operators.talosdevice.kube import DEVICES, LABEL_MAC, LABEL_MANAGED_BY, MANAGED_BY, Kube, mac_label
 from operators.talosdevice.render import ClusterInput, DeviceInput, RenderError, render_device
-from operators.talosdevice.rules import Verdict, addresses_of, cluster_verdicts, endpoint_ip
+from operators.talosdevice.rules import DeviceFacts, Verdict, addresses_of, cluster_verdicts, endpoint_ip
 from trellis.api.talos import TalosClusterSpec, TalosDeviceSpec
 from trellis.opkit.conditions import set_condition
 
 log = logging.getLogger(__name__)
+
+
+TALOS_API_PORT = 50000  # apid: answers once Talos runs with the config it fetched
 
 
 class ClusterProblem(Exception):
@@ -196,6 +202,7 @@ def devices_pass(
     endpoint = (cluster.get("spec") or {}).get("endpoint", "")
     verdicts = cluster_verdicts([f for f in facts if f.name not in failed], endpoint)
     verdicts.update(failed)
+    installed = installed_devices(items, facts, verdicts)
     result = PassResult(counts={"controlPlanes": 0, "workers": 0, "pendingDevices": 0}, endpoint_device=None)
     ep = endpoint_ip(endpoint)
     for obj, fact in zip(items, facts, strict=True):
@@ -212,6 +219,9 @@ def devices_pass(
                 own = sorted(a for a in fact.addresses if a != ep) or ([fact.boot_ip] if fact.boot_ip else [])
                 result.controlplane_addresses += own[:1]
         desired = o.device_status(obj, verdict, o.unapproved_reason(obj))
+        if fact.name in installed:
+            desired["phase"] = "Installed"
+            result.events.append((obj, "Installed", f"Talos API answers at {installed[fact.name]}", False))
         changes = o.status_changes(obj.get("status"), desired)
         if changes:
             kube.patch_status(DEVICES, meta["namespace"], fact.name, changes)
@@ -220,6 +230,40 @@ def devices_pass(
             if before != after and after is not None:
                 result.events.append((obj, after[1], after[2], not after[0]))
     return result
+
+
+def talos_api_answers(address: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def installed_devices(
+    items: list[dict[str, Any]], facts: list[DeviceFacts], verdicts: Mapping[str, Verdict]
+) -> dict[str, str]:
+    """Devices whose config was served and whose Talos API now answers: installed and running.
+
+    Only devices in phase ConfigServed are probed (a TCP connect to apid), so an idle pass probes
+    nothing; the Kubernetes node's readiness lives in the workload cluster and is not seen here.
+    """
+    port = int(os.environ.get("TRELLIS_TALOS_API_PORT", str(TALOS_API_PORT)))
+    targets: dict[str, str] = {}
+    for obj, fact in zip(items, facts, strict=True):
+        verdict = verdicts.get(fact.name)
+        if (obj.get("status") or {}).get("phase") != "ConfigServed" or verdict is None or not verdict.ok:
+            continue
+        address = min(fact.addresses) if fact.addresses else fact.boot_ip
+        if address:
+            targets[fact.name] = address
+    if not targets:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(16, len(targets))) as pool:
+        answers = dict(
+            zip(targets, pool.map(lambda a: talos_api_answers(a, port), targets.values()), strict=True)
+        )
+    return {name: f"{address}:{port}" for name, address in targets.items() if answers[name]}
 
 
 def _ready(status: Mapping[str, Any] | None) -> tuple[bool, str, str] | None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.support.kube import ControlPlane
-from tests.support.operators import OperatorProcess, running_operator
+from tests.support.operators import OperatorProcess, free_port, running_operator
 from tests.support.wait import wait_for
 
 MODULE = "operators.talosdevice.handlers"
@@ -18,8 +18,10 @@ MODULE = "operators.talosdevice.handlers"
 @pytest.fixture(scope="module")
 def talos_operator(crds: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
     log_dir = tmp_path_factory.mktemp("talos-operator")
-    env = {"TRELLIS_TALOS_RESYNC_SECONDS": "5"}
+    api_port = free_port()  # stands in for Talos' apid (50000) in the install check
+    env = {"TRELLIS_TALOS_RESYNC_SECONDS": "5", "TRELLIS_TALOS_API_PORT": str(api_port)}
     with running_operator(crds, MODULE, log_dir, env=env) as op:
+        op.extra["talos_api_port"] = str(api_port)
         yield op
 
 

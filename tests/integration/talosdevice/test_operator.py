@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
+import time
 
 import yaml
 
@@ -289,3 +291,31 @@ def test_last_control_plane_cannot_be_removed(
         return crds.kubectl("-n", namespace, "get", "talosdevices", "cp-1", check=False).returncode != 0
 
     wait_for(gone, timeout=60, what="cp-1 deleted once it is alone")
+
+
+def test_installed_when_talos_api_answers(
+    crds: ControlPlane, talos_operator: OperatorProcess, namespace: str
+) -> None:
+    crds.apply(cluster("lab", endpoint="https://lab.example:6443"), namespace=namespace)
+    crds.apply(
+        device("w-1", "52:54:00:00:06:01", approval="Approved", addresses=["127.0.0.1/8"]),
+        namespace=namespace,
+    )
+    wait_ready(crds, "talosdevices", "w-1", namespace, "True")
+    # What the boot service records when it serves the config.
+    crds.kubectl(
+        "-n", namespace, "patch", "talosdevices", "w-1", "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": {"phase": "ConfigServed"}}),
+    )  # fmt: skip
+
+    def phase() -> str:
+        return str(get(crds, "talosdevices", "w-1", namespace)["status"].get("phase"))
+
+    # Nothing answers on the Talos API port yet: the device stays ConfigServed.
+    time.sleep(6)  # one resync period of the operator under test (5 s)
+    assert phase() == "ConfigServed"
+    with socket.socket() as apid:
+        apid.bind(("127.0.0.1", int(talos_operator.extra["talos_api_port"])))
+        apid.listen()
+        wait_for(lambda: phase() == "Installed", timeout=30, what="phase Installed")
+    assert events(crds, namespace, "w-1", "Installed")
