@@ -75,7 +75,7 @@ class RouterBackend:
         digest = fingerprint([endpoint.pool_key(), [dataclasses.astuple(e) for e in entries]])
         last = self._synced.get(network)
         if use_cache and last and last[0] == digest and time.monotonic() - last[1] < self.drift_seconds:
-            return Outcome(skipped=True, message="router already matches")
+            return Outcome(skipped=True, message="RouterOS items match the desired state")
         try:
             actual = await asyncio.to_thread(read_state_parallel, client, server_name(network))
             plan = plan_changes(entries, actual, self.tag_prefix, network)
