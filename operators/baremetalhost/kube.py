@@ -6,18 +6,15 @@ work never waits behind it, and it never blocks kopf's loop).
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import concurrent.futures
-from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from kubernetes import client
-from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
 from operators.baremetalhost.reservations import HOST_LABEL
 from trellis import GROUP
+from trellis.opkit.kube import ThreadedKube
 
 VERSION = "v1alpha1"
 HOSTS = "baremetalhosts"
@@ -29,24 +26,7 @@ class SecretProblem(Exception):
     """The credentials Secret is missing or lacks username/password."""
 
 
-class Kube:
-    def __init__(self, api: client.ApiClient | None = None, workers: int = 8) -> None:
-        if api is None:
-            try:
-                k8s_config.load_incluster_config()
-            except k8s_config.ConfigException:
-                k8s_config.load_kube_config()
-            configuration = client.Configuration.get_default_copy()
-            configuration.connection_pool_maxsize = workers
-            api = client.ApiClient(configuration)
-        self.core = client.CoreV1Api(api)
-        self.custom = client.CustomObjectsApi(api)
-        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="kube")
-
-    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
-
+class Kube(ThreadedKube):
     # -- reads -------------------------------------------------------------------------------------
     async def credentials(self, namespace: str, name: str) -> tuple[str, str, str]:
         """(username, password, resourceVersion) from the Secret."""

@@ -7,8 +7,6 @@ import os
 from typing import Any
 
 import kopf
-from kubernetes import client as k8s
-from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
 from operators.isocdrom import reconcile as engine_mod
@@ -16,6 +14,7 @@ from operators.isocdrom.cluster import CliCache, Cluster, ConfigProblem
 from operators.isocdrom.desired import describe_subscribers
 from trellis import GROUP, VERSION
 from trellis.opkit.conditions import set_condition, without_times
+from trellis.opkit.kube import api_client
 from trellis.opkit.settings import configure
 
 PLURAL = "isocdroms"
@@ -30,11 +29,7 @@ _engine: list[engine_mod.Engine] = []
 
 def _get_engine() -> engine_mod.Engine:
     if not _engine:
-        try:
-            k8s_config.load_incluster_config()
-        except k8s_config.ConfigException:
-            k8s_config.load_kube_config()
-        cluster = Cluster(k8s.ApiClient(), OPERATOR_NAMESPACE)
+        cluster = Cluster(api_client(), OPERATOR_NAMESPACE)
         _engine.append(engine_mod.Engine(cluster, CliCache(), DEFAULT_POOL))
     return _engine[0]
 

@@ -7,17 +7,14 @@ resourceVersion, which makes the IPAM record a compare-and-set (409 if someone w
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import concurrent.futures
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
-from kubernetes import client
-from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
 from trellis import GROUP, VERSION
+from trellis.opkit.kube import ThreadedKube
 
 T = TypeVar("T")
 NETWORKS = "networks"
@@ -29,23 +26,9 @@ class Conflict(Exception):
     """The object changed since we read it (HTTP 409): re-read and recompute."""
 
 
-class Kube:
+class Kube(ThreadedKube):
     def __init__(self, workers: int = 16) -> None:
-        try:
-            k8s_config.load_incluster_config()
-        except k8s_config.ConfigException:
-            k8s_config.load_kube_config()
-        configuration = client.Configuration.get_default_copy()
-        configuration.connection_pool_maxsize = workers
-        api = client.ApiClient(configuration)
-        self.core = client.CoreV1Api(api)
-        self.apps = client.AppsV1Api(api)
-        self.custom = client.CustomObjectsApi(api)
-        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="kube")
-
-    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+        super().__init__(workers=workers)
 
     async def get_cluster(self, plural: str, name: str) -> dict[str, Any] | None:
         try:

@@ -9,7 +9,6 @@ from typing import Any
 
 import kopf
 from kubernetes import client as k8s
-from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
@@ -19,6 +18,7 @@ from operators.registry.workload import child_name
 from trellis import GROUP, VERSION
 from trellis.api.registry import RegistrySpec
 from trellis.opkit.conditions import now_rfc3339, set_condition, without_times
+from trellis.opkit.kube import api_client
 from trellis.opkit.settings import configure
 
 PLURAL = "registries"
@@ -32,11 +32,7 @@ _api: list[k8s.ApiClient] = []
 
 def _kube() -> Kube:
     if not _api:
-        try:
-            k8s_config.load_incluster_config()
-        except k8s_config.ConfigException:
-            k8s_config.load_kube_config()
-        _api.append(k8s.ApiClient())
+        _api.append(api_client())
     return Kube(_api[0])
 
 

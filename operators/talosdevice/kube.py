@@ -8,10 +8,10 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 from kubernetes import client as k8s
-from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
 from trellis import API_VERSION, GROUP, VERSION
+from trellis.opkit.kube import api_client
 
 log = logging.getLogger(__name__)
 
@@ -23,14 +23,6 @@ LABEL_MAC = "talos.trellis.dev/mac"
 LABEL_RULE = "talos.trellis.dev/approved-by-rule"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "trellis-talosdevice"
-
-
-def api_client() -> k8s.ApiClient:
-    try:
-        k8s_config.load_incluster_config()
-    except k8s_config.ConfigException:
-        k8s_config.load_kube_config()
-    return k8s.ApiClient()
 
 
 def mac_label(mac: str) -> str:

@@ -22,6 +22,9 @@ def configure(settings: kopf.OperatorSettings, operator: str) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=prefix, key="last-handled-configuration"
     )
+    # Events come from explicit kopf.info/warn/event calls with a reason; kopf's own per-handler
+    # log lines would add one Event per object change and flood the API.
+    settings.posting.loggers = False
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 60
     settings.watching.client_timeout = 90
