@@ -2,8 +2,8 @@
 
 * boot NIC: the host's name as hostname, the default gateway, and per-host PXE fields while an
   ISOCDROM is booted over iSCSI (root-path); the Network's own PXE options apply otherwise;
-* bmc NIC: ``<host>-bmc`` on the BMC's Network, default gateway, no per-host boot options;
-* secondary NICs: ``<host>-<nic>``, no default gateway, no per-host boot options.
+* bmc NIC: ``<host>-bmc`` on the BMC's Network, default gateway, no boot options (pxe.enabled false);
+* secondary NICs: ``<host>-<nic>``, no default gateway, no boot options (pxe.enabled false).
 
 Reservation objects are named ``<host>-<nic>``, labelled with the host and owned by it
 (controller owner reference), so deleting the host removes them even if the operator is down.
@@ -81,9 +81,11 @@ def desired_reservations(
         elif role == "bmc":
             body["hostname"] = nic.get("hostname") or f"{host}-bmc"
             body["defaultGateway"] = True
+            body["pxe"] = {"enabled": False}
         else:
             body["hostname"] = nic.get("hostname") or f"{host}-{nic['name']}"
             body["defaultGateway"] = False
+            body["pxe"] = {"enabled": False}
         result.append(Desired(nic["name"], reservation_name(host, nic["name"]), body))
     return result
 
@@ -96,7 +98,12 @@ def _comparable(spec: dict[str, Any]) -> dict[str, Any]:
         out.pop("allowInDynamicRange")
     if "mac" in out:
         out["mac"] = normalize_mac(out["mac"])
-    if not out.get("pxe"):
+    pxe = out.get("pxe")
+    if isinstance(pxe, dict) and pxe.get("enabled") is True:
+        # The apiserver fills in the default.
+        pxe = {k: v for k, v in pxe.items() if k != "enabled"}
+        out["pxe"] = pxe
+    if not pxe:
         out.pop("pxe", None)
     return out
 

@@ -25,6 +25,7 @@ POOL = "/ip/pool"
 DHCP_SERVER = "/ip/dhcp-server"
 DHCP_NETWORK = "/ip/dhcp-server/network"
 DHCP_RELAY = "/ip/dhcp-relay"
+DHCP_OPTION = "/ip/dhcp-server/option"
 LEASE = "/ip/dhcp-server/lease"
 DNS_STATIC = "/ip/dns/static"
 MENU_ORDER = (
@@ -36,9 +37,26 @@ MENU_ORDER = (
     DHCP_SERVER,
     DHCP_NETWORK,
     DHCP_RELAY,
+    DHCP_OPTION,
     LEASE,
     DNS_STATIC,
 )
+
+# Per-host boot options on a RouterOS DHCP server: one /ip/dhcp-server/option item per field,
+# referenced from the host's static lease (dhcp-option). Only fields that need no client matching
+# fit a static lease; the per-architecture and iPXE fields are served by dnsmasq only.
+ROUTER_PXE_CODES = (("next_server", 66), ("boot_file", 67), ("root_path", 17))
+
+
+def option_value(text: str) -> str:
+    """A text option in RouterOS option-value syntax.
+
+    GUESS (not in the reference): a string literal is written in single quotes, e.g. 'ipxe.efi'.
+    Values reaching here match BootFileName/RootPath/IPAddress, which exclude quotes.
+    """
+    if "'" in text or "\\" in text:
+        raise ValueError(f"{text!r} cannot be written as a RouterOS option value")
+    return f"'{text}'"
 
 
 @dataclass(frozen=True)
@@ -51,6 +69,7 @@ class Host:
     hostname: str | None = None
     pxe: PXEOptions | None = None
     default_gateway: bool = True
+    boot: bool = True  # False: no boot options at all for this host (reservation pxe.enabled)
 
     def short_name(self) -> str | None:
         return self.hostname.split(".", 1)[0] if self.hostname else None
@@ -86,6 +105,24 @@ def fqdn(hostname: str, domain: str | None) -> str:
 def server_name(network: str) -> str:
     """Name of this Network's pool, DHCP server and relay on the router."""
     return f"trellis-{network}"
+
+
+def option_name(network: str, key: str, code: int) -> str:
+    """Name of one reservation's option item (unique per router: names are keys in RouterOS)."""
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+    return f"trellis-{network}-{digest}-{code}"
+
+
+def host_options(network: str, host: Host) -> list[tuple[str, int, str]]:
+    """(name, code, value) of the options a host's own boot fields need on a RouterOS server."""
+    if not host.boot or host.pxe is None:
+        return []
+    out = []
+    for attr, code in ROUTER_PXE_CODES:
+        value = getattr(host.pxe, attr)
+        if value:
+            out.append((option_name(network, host.key, code), code, option_value(str(value))))
+    return out
 
 
 def bridge_name(network: str, spec: NetworkSpec) -> str:
@@ -151,7 +188,23 @@ def router_entries(prefix: str, network: str, spec: NetworkSpec, hosts: Iterable
                 boot_file_name=pxe.boot_file,
             )
         )
-        for host in sorted(hosts, key=lambda h: h.key):
+        sorted_hosts = sorted(hosts, key=lambda h: h.key)
+        lease_options: dict[str, str | None] = {}
+        for host in sorted_hosts:
+            options = host_options(network, host)
+            for name, code, value in options:
+                entries.append(
+                    _entry(
+                        DHCP_OPTION,
+                        tag(f"option-{code}", host.key),
+                        host.key,
+                        name=name,
+                        code=str(code),
+                        value=value,
+                    )
+                )
+            lease_options[host.key] = ",".join(name for name, _, _ in options) or None
+        for host in sorted_hosts:
             entries.append(
                 _entry(
                     LEASE,
@@ -160,6 +213,7 @@ def router_entries(prefix: str, network: str, spec: NetworkSpec, hosts: Iterable
                     address=host.ip,
                     mac_address=host.mac,
                     server=server_name(network),
+                    dhcp_option=lease_options[host.key],
                 )
             )
     elif dhcp and server == "relay" and dhcp.relay:

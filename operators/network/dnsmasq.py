@@ -115,11 +115,13 @@ def _scope_rules(scope: list[str], opts: PXEOptions, tftp: bool) -> PxeSection:
 
 
 def _pxe_section(net_pxe: PXEOptions | None, hosts: Sequence[Host], tftp: bool) -> PxeSection | None:
-    custom = [h for h in hosts if h.pxe is not None]
+    custom = [h for h in hosts if h.pxe is not None and h.boot]
+    # Hosts without boot options carry the pxe-host tag too, so the Network's rules skip them.
+    scoped = any(h.pxe is not None or not h.boot for h in hosts)
     if net_pxe is None and not custom:
         return None
     section = PxeSection()
-    scope = ["!pxe-host"] if custom else []
+    scope = ["!pxe-host"] if scoped else []
     if net_pxe is not None:
         part = _scope_rules(scope, net_pxe, tftp)
         section.rules += part.rules
@@ -158,7 +160,7 @@ def render(network: str, spec: NetworkSpec, hosts: Iterable[Host], settings: Set
     host_views = []
     for h in sorted_hosts:
         tags = []
-        if h.pxe is not None:
+        if h.pxe is not None or not h.boot:
             tags += [host_tag(h.mac), "pxe-host"]
         if not h.default_gateway:
             tags.append("no-gateway")

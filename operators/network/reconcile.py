@@ -23,7 +23,7 @@ from operators.network.backends import DnsmasqBackend, Outcome, RouterBackend
 from operators.network.desired import Host
 from operators.network.kube import Kube
 from trellis import API_VERSION
-from trellis.api.network import NetworkSpec, PXEOptions
+from trellis.api.network import NetworkSpec, PXEOptions, ReservationPXEOptions
 from trellis.opkit.conditions import find, now_rfc3339, set_condition, without_times
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
@@ -224,15 +224,19 @@ def _request(r: ReservationView) -> ipam.Request:
 
 def _host(r: ReservationView, verdict: ipam.Verdict) -> Host:
     pxe_raw = r.spec.get("pxe")
-    pxe = PXEOptions.model_validate(pxe_raw) if pxe_raw else None
+    pxe = ReservationPXEOptions.model_validate(pxe_raw) if pxe_raw else None
     assert verdict.mac and verdict.ip
+    boot = pxe.enabled if pxe is not None else True
     return Host(
         key=r.key,
         mac=verdict.mac,
         ip=verdict.ip,
         hostname=r.spec.get("hostname") or None,
-        pxe=pxe,
+        pxe=PXEOptions.model_validate(pxe.model_dump(exclude={"enabled"}))
+        if pxe is not None and boot
+        else None,
         default_gateway=bool(r.spec.get("defaultGateway", True)),
+        boot=boot,
     )
 
 

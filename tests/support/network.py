@@ -20,6 +20,7 @@ MENUS = (
     "ip/dhcp-server",
     "ip/dhcp-server/network",
     "ip/dhcp-relay",
+    "ip/dhcp-server/option",
     "ip/dhcp-server/lease",
     "ip/dns/static",
 )

@@ -65,6 +65,37 @@ class PXEOptions(TrellisModel):
     )
 
 
+_BOOT_FIELDS = (
+    "nextServer",
+    "bootFile",
+    "efiBootFile",
+    "arm64EfiBootFile",
+    "ipxeScriptURL",
+    "httpBootURL",
+    "rootPath",
+)
+
+
+class ReservationPXEOptions(PXEOptions):
+    """Per-host boot options: overrides of the Network's, or none at all (enabled: false)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            Cel(
+                "self.enabled || !(" + " || ".join(f"has(self.{f})" for f in _BOOT_FIELDS) + ")",
+                "boot options cannot be set when enabled is false",
+                reason="FieldValueForbidden",
+            )
+        )
+    )
+
+    enabled: bool = Field(
+        default=True,
+        description="false: this host gets no boot options at all (no next-server, boot file, iPXE script, "
+        "HTTP boot URL or root-path), e.g. secondary and BMC NICs.",
+    )
+
+
 class DHCPRange(TrellisModel):
     """Dynamic pool of a Network: both ends inclusive, IPv4 only."""
 
@@ -304,8 +335,8 @@ class DHCPReservationSpec(TrellisModel):
         "allocated and shown in status.ip.",
     )
     hostname: Hostname | None = Field(default=None, description="Host name handed out and published in DNS.")
-    pxe: PXEOptions | None = Field(
-        default=None, description="Per-host boot options overriding the Network's."
+    pxe: ReservationPXEOptions | None = Field(
+        default=None, description="Per-host boot options overriding the Network's, or disabling them."
     )
     allow_in_dynamic_range: bool = Field(
         default=False, description="Allow ip to lie inside the Network's dynamic range."

@@ -321,6 +321,13 @@ CASES = [
         "immutable",
         update=True,
     ),
+    Invalid(
+        "reservation-pxe-disabled-with-boot-file",
+        "reservation",
+        {"spec.pxe": {"enabled": False, "bootFile": "undionly.kpxe"}},
+        "spec.pxe",
+        "boot options cannot be set when enabled is false",
+    ),
     # BareMetalHost
     Invalid("bmh-bmc-scheme", "bmh", {"spec.bmc.address": "idrac://10.30.0.11"}, "spec.bmc.address", "match"),
     Invalid("bmh-bmc-no-host", "bmh", {"spec.bmc.address": "ipmi://"}, "spec.bmc.address", "match"),

@@ -58,6 +58,14 @@ HOSTS = [
         pxe=PXEOptions(boot_file="custom.kpxe", root_path="iscsi:10.77.0.1::::iqn.2000-02.com.mikrotik:live"),
         default_gateway=False,
     ),
+    Host(
+        "rack/node-a-eno2",
+        "52:54:00:77:00:03",
+        "10.77.0.12",
+        "node-a-eno2",
+        default_gateway=False,
+        boot=False,
+    ),
 ]
 
 
@@ -173,6 +181,17 @@ def test_per_host_overrides_and_no_gateway(served: Served) -> None:
     # Settings the host does not override still come from the Network.
     efi = served.client.request("52:54:00:77:00:02", arch=7)
     assert efi is not None and efi["boot_file"] == "ipxe.efi"
+
+
+@pytest.mark.parametrize("arch,user_class", [(None, None), (7, None), (11, None), (16, None), (None, "iPXE")])
+def test_host_with_boot_disabled_gets_its_address_but_no_boot_options(
+    served: Served, arch: int | None, user_class: str | None
+) -> None:
+    lease = served.client.request("52:54:00:77:00:03", arch=arch, user_class=user_class, extra_options=(17,))
+    assert lease is not None
+    assert lease["ip"] == "10.77.0.12" and lease["hostname"] == "node-a-eno2"
+    assert not lease.get("boot_file") and not lease.get("bootfile"), lease
+    assert lease.get("rootpath") is None and lease.get("router") is None
 
 
 def test_unknown_mac_gets_a_dynamic_lease(served: Served) -> None:

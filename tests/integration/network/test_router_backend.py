@@ -196,6 +196,61 @@ def test_sync_change_noop_and_delete(
     assert after_user == before_user
 
 
+def test_per_host_boot_options_become_lease_options(
+    crds: ControlPlane, sim: RosSim, router: str, namespace: str, operator: Any
+) -> None:
+    net = unique("pxe")
+    dhcp = {"server": "router", "pxe": {"nextServer": "10.60.0.5", "bootFile": "undionly.kpxe"}}
+    crds.apply(network(net, "10.60.0.0/24", router, gateway="10.60.0.1", dhcp=dhcp))
+    crds.apply(reservation("plain", net, "52:54:00:60:00:01", ip="10.60.0.10"), namespace)
+    wait_ready(crds, namespace, ["plain"])
+
+    mark = sim.control.last_seq()
+    pxe = {"bootFile": "custom.kpxe", "rootPath": "iscsi:10.60.0.1::::iqn.2000-02.com.mikrotik:live"}
+    crds.apply(reservation("custom", net, "52:54:00:60:00:02", ip="10.60.0.11", pxe=pxe), namespace)
+    wait_ready(crds, namespace, ["custom"])
+    writes = writes_since(sim, mark)
+    assert sorted((w["menu"], w["verb"]) for w in writes) == [
+        ("/ip/dhcp-server/lease", "add"),
+        ("/ip/dhcp-server/option", "add"),
+        ("/ip/dhcp-server/option", "add"),
+    ], writes
+    rows = tagged(sim, net)
+    options = {r["code"]: r for r in rows["ip/dhcp-server/option"]}
+    assert {code: r["value"] for code, r in options.items()} == {
+        "67": "'custom.kpxe'",
+        "17": "'iscsi:10.60.0.1::::iqn.2000-02.com.mikrotik:live'",
+    }
+    assert all(r["comment"].endswith(f":{namespace}/custom") for r in options.values())
+    leases = {r["comment"].rsplit(":", 1)[1]: r for r in rows["ip/dhcp-server/lease"]}
+    custom_lease = leases[f"{namespace}/custom"]
+    assert sorted(custom_lease["dhcp-option"].split(",")) == sorted(r["name"] for r in options.values())
+    assert not leases[f"{namespace}/plain"].get("dhcp-option")
+
+    # A fresh operator finds nothing to do: zero writes.
+    mark = sim.control.last_seq()
+    operator.restart()
+    wait_for(
+        lambda: any(
+            e["menu"] == "/ip/dhcp-server/option" and e["verb"] == "print" for e in sim.control.log(mark)
+        ),
+        timeout=60,
+        what="a full read after restart",
+    )
+    wait_ready(crds, namespace, ["plain", "custom"])
+    assert writes_since(sim, mark) == []
+
+    # Gone with its reservation: lease first, then its options.
+    crds.kubectl("delete", "dhcpreservation.trellis.dev", "custom", "-n", namespace)
+    wait_for(lambda: not tagged(sim, net)["ip/dhcp-server/option"], timeout=60, what="option removal")
+    assert [r["comment"].rsplit(":", 1)[1] for r in tagged(sim, net)["ip/dhcp-server/lease"]] == [
+        f"{namespace}/plain"
+    ]
+    crds.kubectl("delete", "dhcpreservation.trellis.dev", "plain", "-n", namespace)
+    crds.kubectl("delete", "network.trellis.dev", net, "--wait=false")
+    wait_for(lambda: all(not rows for rows in tagged(sim, net).values()), timeout=60, what="teardown")
+
+
 def _reason(crds: ControlPlane, namespace: str, name: str, cond: str = "Ready") -> str | None:
     found = crds.condition("dhcpreservations", name, cond, namespace)
     return str(found.get("reason")) if found else None

@@ -210,6 +210,38 @@ def test_duplicate_and_invalid_value_traps(api) -> None:  # type: ignore[no-unty
     assert err.message == "no such command prefix"
 
 
+def test_dhcp_options_sets_and_lease_references(api) -> None:  # type: ignore[no-untyped-def]
+    options = api.path("ip", "dhcp-server", "option")
+    sets = api.path("ip", "dhcp-server", "option", "sets")
+    leases = api.path("ip", "dhcp-server", "lease")
+    options.add(name="boot-67", code=67, value="'undionly.kpxe'")
+    options.add(name="tftp-66", code=66, value="'10.0.0.5'")
+    err = trap(lambda: options.add(name="boot-67", code=67, value="'other'"))
+    assert err.message == "failure: item with such name already exists"
+    set_id = sets.add(name="host-a", options="boot-67,tftp-66")
+    err = trap(lambda: sets.add(name="host-a", options="boot-67"))
+    assert err.message == "failure: item with such name already exists"
+    err = trap(lambda: sets.add(name="host-b", options="boot-67,missing"))
+    assert err.message == "input does not match any value of options"
+    lease = leases.add(
+        **{"mac-address": "02:00:00:00:00:41", "address": "10.0.0.41", "dhcp-option-set": "host-a"}
+    )
+    err = trap(lambda: leases.add(**{"mac-address": "02:00:00:00:00:42", "dhcp-option-set": "nope"}))
+    assert err.message == "input does not match any value of dhcp-option-set"
+    err = trap(lambda: leases.add(**{"mac-address": "02:00:00:00:00:43", "dhcp-option": "boot-67,nope"}))
+    assert err.message == "input does not match any value of dhcp-option"
+    leases.update(**{".id": lease, "dhcp-option": "boot-67,tftp-66"})
+    (row,) = list(leases)
+    assert (row["dhcp-option-set"], row["dhcp-option"]) == ("host-a", "boot-67,tftp-66")
+    assert [(r["name"], r["options"]) for r in sets] == [("host-a", "boot-67,tftp-66")]
+    sets.update(**{".id": set_id, "name": "host-a2"})
+    assert next(iter(leases))["dhcp-option-set"] == "host-a2"
+    assert {(r["name"], r["code"], r["value"]) for r in options} == {
+        ("boot-67", 67, "'undionly.kpxe'"),
+        ("tftp-66", 66, "'10.0.0.5'"),
+    }
+
+
 def test_name_works_as_id_for_interfaces(api) -> None:  # type: ignore[no-untyped-def]
     api.path("interface", "bridge").add(name="br-x")
     api.path("interface", "bridge").update(**{".id": "br-x", "comment": "by name"})
@@ -415,6 +447,7 @@ EVERY_MENU = {
         "name",
         {"code": 67},
     ),
+    ("ip", "dhcp-server", "option", "sets"): ({"name": "set-m"}, "name", {"comment": "c"}),
     ("ip", "dhcp-relay"): (
         {"name": "relay-m", "interface": "br-base", "dhcp-server": "10.0.0.1"},
         "name",

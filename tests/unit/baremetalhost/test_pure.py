@@ -123,8 +123,8 @@ def test_desired_reservations_per_role() -> None:
         "defaultGateway": True, "pxe": {"rootPath": root},
     }  # fmt: skip
     assert want["bmc"].spec["hostname"] == "srv1-bmc" and want["bmc"].spec["defaultGateway"] is True
-    assert "pxe" not in want["bmc"].spec
-    assert want["eno2"].spec["defaultGateway"] is False and "pxe" not in want["eno2"].spec
+    assert want["bmc"].spec["pxe"] == {"enabled": False}
+    assert want["eno2"].spec["defaultGateway"] is False and want["eno2"].spec["pxe"] == {"enabled": False}
     assert want["eno2"].spec["hostname"] == "srv1-eno2"
     skipped = reservations.desired_reservations("srv1", SPEC, skip_networks=frozenset({"oob"}))
     assert [d.nic for d in skipped] == ["eno1", "eno2"]
@@ -147,6 +147,10 @@ def test_reservation_plan_touches_exactly_what_changed() -> None:
     assert [(o.kind, o.name) for o in ops] == [
         ("recreate", "srv1-bmc"), ("conflict", "srv1-eno2"), ("delete", "srv1-eth9"),
     ]  # fmt: skip
+    # The apiserver's default (pxe.enabled true) is no change.
+    with_root = reservations.desired_reservations("srv1", SPEC, root_path="iscsi:10.0.0.1::::iqn.x:t")[0]
+    defaulted = _live("srv1-eno1", {**with_root.spec, "pxe": {**with_root.spec["pxe"], "enabled": True}})
+    assert reservations.plan_reservations([with_root], [defaulted], "u1") == []
     hostname_changed = _live("srv1-eno1", {**by["eno1"].spec, "hostname": "old"})
     ops = reservations.plan_reservations([by["eno1"]], [hostname_changed], "u1")
     assert [(o.kind, o.name) for o in ops] == [("replace", "srv1-eno1")]
