@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,17 @@ def secret(cp: ControlPlane, namespace: str, name: str, username: str, password:
 def network(cp: ControlPlane, name: str, cidr: str) -> None:
     cp.apply({"apiVersion": "trellis.dev/v1alpha1", "kind": "Network", "metadata": {"name": name},
               "spec": {"cidr": cidr}})  # fmt: skip
+
+
+@contextmanager
+def networks_for_module(cp: ControlPlane, cidrs: dict[str, str]) -> Iterator[None]:
+    """Cluster-scoped Networks outlive the test namespace: remove them so later tests' CIDRs stay free."""
+    for name, cidr in cidrs.items():
+        network(cp, name, cidr)
+    try:
+        yield
+    finally:
+        cp.kubectl("delete", "networks.trellis.dev", *cidrs, "--ignore-not-found", "--wait=false")
 
 
 def host(

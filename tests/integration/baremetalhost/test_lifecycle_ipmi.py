@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from tests.integration.baremetalhost.conftest import (
@@ -10,7 +12,7 @@ from tests.integration.baremetalhost.conftest import (
     events,
     host,
     merge,
-    network,
+    networks_for_module,
     reservations,
     secret,
     wait_state,
@@ -25,17 +27,23 @@ pytestmark = pytest.mark.integration
 
 def nics(prefix: str) -> list[dict[str, str]]:
     return [
-        {"name": "eno1", "mac": f"{prefix}:01", "networkRef": "bmh-prov", "role": "boot", "ip": "10.77.0.21"},
+        {
+            "name": "eno1",
+            "mac": f"{prefix}:01",
+            "networkRef": "bmh-prov",
+            "role": "boot",
+            "ip": "10.161.0.21",
+        },
         {"name": "bmc", "mac": f"{prefix}:0a", "networkRef": "bmh-oob", "role": "bmc"},
         {"name": "eno2", "mac": f"{prefix}:02", "networkRef": "bmh-storage"},
     ]
 
 
 @pytest.fixture(scope="module")
-def networks(crds: ControlPlane) -> None:
-    network(crds, "bmh-prov", "10.77.0.0/24")
-    network(crds, "bmh-oob", "10.78.0.0/24")
-    network(crds, "bmh-storage", "10.79.0.0/24")
+def networks(crds: ControlPlane) -> Iterator[None]:
+    cidrs = {"bmh-prov": "10.161.0.0/24", "bmh-oob": "10.162.0.0/24", "bmh-storage": "10.163.0.0/24"}
+    with networks_for_module(crds, cidrs):
+        yield
 
 
 def test_full_lifecycle(
@@ -62,7 +70,7 @@ def test_full_lifecycle(
         lambda: len(reservations(cp, namespace)) == 3 and reservations(cp, namespace), what="3 reservations"
     )
     boot = res["srv1-eno1"]
-    assert boot["spec"]["ip"] == "10.77.0.21" and boot["spec"]["hostname"] == "srv1"
+    assert boot["spec"]["ip"] == "10.161.0.21" and boot["spec"]["hostname"] == "srv1"
     assert boot["metadata"]["ownerReferences"][0]["uid"] == obj["metadata"]["uid"]
     assert res["srv1-eno2"]["spec"]["defaultGateway"] is False
     assert res["srv1-bmc"]["spec"]["networkRef"] == "bmh-oob"

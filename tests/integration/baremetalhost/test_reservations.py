@@ -12,7 +12,7 @@ from tests.integration.baremetalhost.conftest import (
     events,
     host,
     merge,
-    network,
+    networks_for_module,
     reservations,
     secret,
     wait_state,
@@ -26,9 +26,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def networks(crds: ControlPlane) -> None:
-    network(crds, "rsv-a", "10.81.0.0/24")
-    network(crds, "rsv-b", "10.82.0.0/24")
+def networks(crds: ControlPlane) -> Iterator[None]:
+    with networks_for_module(crds, {"rsv-a": "10.164.0.0/24", "rsv-b": "10.165.0.0/24"}):
+        yield
 
 
 def conditions(cp: ControlPlane, namespace: str, name: str) -> dict[str, dict[str, str]]:
@@ -115,7 +115,7 @@ def test_iscsi_isocdrom_boot_sets_and_clears_root_path(
         )
         assert bmh(cp, namespace, "srv8")["status"]["provisioning"]["state"] == "Provisioning"
         iqn = "iqn.2000-02.com.mikrotik:file--iso-talos-iso"
-        status = {"phase": "Ready", "iqn": iqn, "portalAddress": "10.81.0.1", "portalPort": 3260}
+        status = {"phase": "Ready", "iqn": iqn, "portalAddress": "10.164.0.1", "portalPort": 3260}
         cp.kubectl(
             "patch", "isocdroms.trellis.dev", iso, "--subresource=status", "--type=merge", "-p",
             __import__("json").dumps({"status": status}),
@@ -125,7 +125,7 @@ def test_iscsi_isocdrom_boot_sets_and_clears_root_path(
             lambda: reservations(cp, namespace)["srv8-eno1"]["spec"].get("pxe", {}).get("rootPath"),
             what="root-path on the boot reservation",
         )
-        assert root == f"iscsi:10.81.0.1::::{iqn}"
+        assert root == f"iscsi:10.164.0.1::::{iqn}"
         assert (ipmi.system("ipmi7")["boot_device"], ipmi.system("ipmi7")["boot_persistent"]) == (
             "pxe",
             False,
