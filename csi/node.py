@@ -78,15 +78,7 @@ class NodeService(_Base):
 
     def NodeStageVolume(self, request: Any, context: Any) -> Any:
         vol_id, staging = request.volume_id, request.staging_target_path
-        if not vol_id:
-            raise invalid("volume id is required")
-        if not staging:
-            raise invalid("staging target path is required")
-        if not request.HasField("volume_capability"):
-            raise invalid("volume capability is required")
-        reason = capabilities.problem(request.volume_capability)
-        if reason:
-            raise invalid(reason)
+        _check_volume_request(request, staging, "staging target path")
         try:
             ctx = parse_context(request.volume_context)
         except ParameterError as exc:
@@ -167,15 +159,7 @@ class NodeService(_Base):
 
     def NodePublishVolume(self, request: Any, context: Any) -> Any:
         vol_id, target, staging = request.volume_id, request.target_path, request.staging_target_path
-        if not vol_id:
-            raise invalid("volume id is required")
-        if not target:
-            raise invalid("target path is required")
-        if not request.HasField("volume_capability"):
-            raise invalid("volume capability is required")
-        reason = capabilities.problem(request.volume_capability)
-        if reason:
-            raise invalid(reason)
+        _check_volume_request(request, target, "target path")
         if not staging:
             raise precondition("staging target path is required: the volume must be staged first")
         block = capabilities.is_block(request.volume_capability)
@@ -275,3 +259,16 @@ class NodeService(_Base):
                 mounts.grow_filesystem(device, path, entry.fstype)
                 log.info("filesystem grown", extra={"bytes": size})
         return pb.NodeExpandVolumeResponse(capacity_bytes=size)
+
+
+def _check_volume_request(request: Any, path: str, path_name: str) -> None:
+    """The argument checks NodeStage and NodePublish share, in the order csi-sanity expects."""
+    if not request.volume_id:
+        raise invalid("volume id is required")
+    if not path:
+        raise invalid(f"{path_name} is required")
+    if not request.HasField("volume_capability"):
+        raise invalid("volume capability is required")
+    reason = capabilities.problem(request.volume_capability)
+    if reason:
+        raise invalid(reason)
