@@ -140,10 +140,7 @@ class NodeService(_Base):
 
     def NodeUnstageVolume(self, request: Any, context: Any) -> Any:
         vol_id, staging = request.volume_id, request.staging_target_path
-        if not vol_id:
-            raise invalid("volume id is required")
-        if not staging:
-            raise invalid("staging target path is required")
+        _check_id_and_path(vol_id, staging, "staging target path")
         with self.locks.hold(vol_id):
             while self._mount_at(staging) is not None:
                 mounts.unmount(staging)
@@ -187,10 +184,7 @@ class NodeService(_Base):
 
     def NodeUnpublishVolume(self, request: Any, context: Any) -> Any:
         vol_id, target = request.volume_id, request.target_path
-        if not vol_id:
-            raise invalid("volume id is required")
-        if not target:
-            raise invalid("target path is required")
+        _check_id_and_path(vol_id, target, "target path")
         with self.locks.hold(vol_id):
             while self._mount_at(target) is not None:
                 mounts.unmount(target)
@@ -261,12 +255,16 @@ class NodeService(_Base):
         return pb.NodeExpandVolumeResponse(capacity_bytes=size)
 
 
-def _check_volume_request(request: Any, path: str, path_name: str) -> None:
-    """The argument checks NodeStage and NodePublish share, in the order csi-sanity expects."""
-    if not request.volume_id:
+def _check_id_and_path(vol_id: str, path: str, path_name: str) -> None:
+    if not vol_id:
         raise invalid("volume id is required")
     if not path:
         raise invalid(f"{path_name} is required")
+
+
+def _check_volume_request(request: Any, path: str, path_name: str) -> None:
+    """The argument checks NodeStage and NodePublish share, in the order csi-sanity expects."""
+    _check_id_and_path(request.volume_id, path, path_name)
     if not request.HasField("volume_capability"):
         raise invalid("volume capability is required")
     reason = capabilities.problem(request.volume_capability)
