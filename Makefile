@@ -61,7 +61,7 @@ $(BIN)/csi-sanity-runner: hack/csi-sanity/go.mod hack/csi-sanity/go.sum hack/csi
 	cd hack/csi-sanity && CGO_ENABLED=0 go build -trimpath -o $(CURDIR)/$@ .
 # CSI stubs: generated, never committed (csi/_gen/ is ignored).
 csi/_gen/csi_pb2.py: build/proto/csi.proto $(VENV)/.installed
-	$(PY) -m csi.stubs build/proto/csi.proto
+	$(PY) -m trellis.csi.stubs build/proto/csi.proto
 tools: $(BIN)/trellis-testenv $(BIN)/kubectl $(BIN)/helm $(BIN)/csi-sanity build/proto/csi.proto $(BIN)/talos-validate csi/_gen/csi_pb2.py $(BIN)/csi-sanity-runner $(BIN)/csi-provisioner
 
 crds: venv
@@ -70,7 +70,7 @@ crds: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy trellis operators csi hack/rossim
+	$(VENV)/bin/mypy trellis hack/rossim
 
 test: venv sysdeps tools
 	$(PY) -m pytest $(PYTEST_ARGS)

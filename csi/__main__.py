@@ -1,3 +1,3 @@
-from csi.main import main
+from trellis.csi.main import main
 
 main()

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from csi.params import FS_TYPES
-from csi.stubs import load
+from trellis.csi.params import FS_TYPES
+from trellis.csi.stubs import load
 
 pb, _ = load()
 Mode = pb.VolumeCapability.AccessMode

@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from google.protobuf import wrappers_pb2
 
-from csi import capabilities, naming
-from csi.errors import CsiError, invalid, not_found
-from csi.locks import KeyedLocks
-from csi.logs import bind
-from csi.pagination import paginate
-from csi.params import ParameterError, VolumeContext, VolumeParams, parse_parameters
-from csi.rds import Disk, DiskStore
-from csi.snapshots import SnapshotsMixin
-from csi.stubs import load
+from trellis.csi import capabilities, naming
+from trellis.csi.errors import CsiError, invalid, not_found
+from trellis.csi.locks import KeyedLocks
+from trellis.csi.logs import bind
+from trellis.csi.pagination import paginate
+from trellis.csi.params import ParameterError, VolumeContext, VolumeParams, parse_parameters
+from trellis.csi.rds import Disk, DiskStore
+from trellis.csi.snapshots import SnapshotsMixin
+from trellis.csi.stubs import load
 from trellis.routeros.cli import ErrorKind, RouterOSError
 from trellis.routeros.ssh import TransportError
 

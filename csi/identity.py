@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf import wrappers_pb2
 
-from csi import DRIVER_NAME, version
-from csi.stubs import load
+from trellis.csi import DRIVER_NAME, version
+from trellis.csi.stubs import load
 
 pb, pb_grpc = load()
 if TYPE_CHECKING:

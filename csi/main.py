@@ -10,8 +10,8 @@ import socket
 import threading
 from pathlib import Path
 
-from csi import DRIVER_NAME, TOPOLOGY_KEY, logs, metrics, version
-from csi.params import ParameterError, VolumeParams, check_address, check_base_path, check_nqn_prefix
+from trellis.csi import DRIVER_NAME, TOPOLOGY_KEY, logs, metrics, version
+from trellis.csi.params import ParameterError, VolumeParams, check_address, check_base_path, check_nqn_prefix
 
 log = logging.getLogger("csi")
 
@@ -76,8 +76,8 @@ def _read_secret(directory: Path, name: str) -> str | None:
 
 
 def build_controller(args: argparse.Namespace) -> tuple[object, object]:
-    from csi.controller import ControllerService
-    from csi.rds import Rds
+    from trellis.csi.controller import ControllerService
+    from trellis.csi.rds import Rds
     from trellis.routeros.cli import RouterOSCli
     from trellis.routeros.ssh import SSHConfig, SSHPool
 
@@ -122,9 +122,9 @@ def build_controller(args: argparse.Namespace) -> tuple[object, object]:
 
 
 def build_node(args: argparse.Namespace) -> object:
-    from csi.node import NodeService
-    from csi.transport.loop import LoopTransport
-    from csi.transport.nvme import NvmeTransport
+    from trellis.csi.node import NodeService
+    from trellis.csi.transport.loop import LoopTransport
+    from trellis.csi.transport.nvme import NvmeTransport
 
     if args.transport == "loop":
         if not args.loop_root:
@@ -138,8 +138,8 @@ def build_node(args: argparse.Namespace) -> object:
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     logs.configure(args.log_format, args.log_level)
-    from csi.identity import IdentityService
-    from csi.server import build_server
+    from trellis.csi.identity import IdentityService
+    from trellis.csi.server import build_server
 
     controller, check = build_controller(args) if args.mode in ("controller", "all") else (None, None)
     node = build_node(args) if args.mode in ("node", "all") else None

@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from csi import capabilities, mounts
-from csi.errors import CsiError, invalid, not_found, precondition
-from csi.locks import KeyedLocks
-from csi.logs import bind
-from csi.metrics import NODE_OPERATIONS
-from csi.params import ParameterError, parse_context
-from csi.stubs import load
-from csi.transport import AttachError, Transport
+from trellis.csi import capabilities, mounts
+from trellis.csi.errors import CsiError, invalid, not_found, precondition
+from trellis.csi.locks import KeyedLocks
+from trellis.csi.logs import bind
+from trellis.csi.metrics import NODE_OPERATIONS
+from trellis.csi.params import ParameterError, parse_context
+from trellis.csi.stubs import load
+from trellis.csi.transport import AttachError, Transport
 
 pb, pb_grpc = load()
 if TYPE_CHECKING:

@@ -7,7 +7,7 @@ from typing import Any
 
 import grpc
 
-from csi.errors import CsiError, invalid
+from trellis.csi.errors import CsiError, invalid
 
 
 def paginate(

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from csi.naming import MAX_NQN_BYTES, MAX_SLOT_LENGTH
+from trellis.csi.naming import MAX_NQN_BYTES, MAX_SLOT_LENGTH
 
 FS_TYPES = ("ext4", "xfs")
 _HOSTNAME = re.compile(

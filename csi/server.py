@@ -13,10 +13,10 @@ from typing import Any
 
 import grpc
 
-from csi import metrics
-from csi.errors import CsiError, from_exception
-from csi.logs import scope
-from csi.stubs import load
+from trellis.csi import metrics
+from trellis.csi.errors import CsiError, from_exception
+from trellis.csi.logs import scope
+from trellis.csi.stubs import load
 
 pb, pb_grpc = load()
 log = logging.getLogger(__name__)

@@ -15,18 +15,18 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from google.protobuf import timestamp_pb2
 
-from csi import naming
-from csi.errors import CsiError, invalid, not_found
-from csi.logs import bind
-from csi.pagination import paginate
-from csi.rds import Disk
-from csi.stubs import load
+from trellis.csi import naming
+from trellis.csi.errors import CsiError, invalid, not_found
+from trellis.csi.logs import bind
+from trellis.csi.pagination import paginate
+from trellis.csi.rds import Disk
+from trellis.csi.stubs import load
 from trellis.routeros.cli import ErrorKind, RouterOSError
 from trellis.routeros.ssh import TransportError
 
 if TYPE_CHECKING:
-    from csi.locks import KeyedLocks
-    from csi.rds import DiskStore
+    from trellis.csi.locks import KeyedLocks
+    from trellis.csi.rds import DiskStore
 
 pb, _ = load()
 log = logging.getLogger(__name__)

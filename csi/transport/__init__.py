@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from csi.params import VolumeContext
+from trellis.csi.params import VolumeContext
 
 
 class AttachError(RuntimeError):

@@ -12,9 +12,9 @@ import logging
 import os
 from pathlib import Path
 
-from csi.mounts import CommandFailed, run
-from csi.params import VolumeContext
-from csi.transport import AttachError
+from trellis.csi.mounts import CommandFailed, run
+from trellis.csi.params import VolumeContext
+from trellis.csi.transport import AttachError
 
 log = logging.getLogger(__name__)
 _DELETED = " (deleted)"

@@ -7,10 +7,10 @@ import os
 import time
 from pathlib import Path
 
-from csi.mounts import CommandFailed, run
-from csi.params import VolumeContext
-from csi.transport import AttachError
-from csi.transport import nvme_sysfs as sysfs
+from trellis.csi.mounts import CommandFailed, run
+from trellis.csi.params import VolumeContext
+from trellis.csi.transport import AttachError
+from trellis.csi.transport import nvme_sysfs as sysfs
 
 log = logging.getLogger(__name__)
 

@@ -36,11 +36,12 @@ def start_quiet_operator(cp: ControlPlane, log_dir: Path, env: dict[str, str]) -
     log_path = log_dir / "baremetalhost-operator.log"
     full_env = {**cp.env(), "PYTHONPATH": str(REPO), **env}
     cmd = [sys.executable, "-m", "kopf", "run", "--standalone", "--all-namespaces",
-           "-L", f"http://127.0.0.1:{port}/healthz", "-m", "operators.baremetalhost.handlers"]  # fmt: skip
+           "-L", f"http://127.0.0.1:{port}/healthz",
+           "-m", "trellis.operators.baremetalhost.handlers"]  # fmt: skip
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=REPO)
     op = OperatorProcess(
-        "operators.baremetalhost.handlers", proc, log_path, f"http://127.0.0.1:{port}/healthz"
+        "trellis.operators.baremetalhost.handlers", proc, log_path, f"http://127.0.0.1:{port}/healthz"
     )
     wait_for(op.healthy, timeout=120, what="operator liveness")
     return op

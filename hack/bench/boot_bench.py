@@ -239,7 +239,9 @@ def main() -> int:
         )
         namespace = f"bench-{secrets.token_hex(3)}"
         cp.kubectl("create", "namespace", namespace)
-        operator = start_operator(cp, "operators.talosdevice.handlers", workdir / "logs", namespace=namespace)
+        operator = start_operator(
+            cp, "trellis.operators.talosdevice.handlers", workdir / "logs", namespace=namespace
+        )
         started = time.perf_counter()
         cp.kubectl(
             "-n",

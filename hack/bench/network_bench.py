@@ -48,10 +48,12 @@ def start_operator(cp: ControlPlane, logs: Path, env: dict[str, str]) -> Operato
     log_path = logs / f"operator-{port}.log"
     full_env = {**cp.env(), "PYTHONPATH": str(REPO), **env}
     cmd = [sys.executable, "-m", "kopf", "run", "--standalone", "--all-namespaces", "-L",
-           f"http://127.0.0.1:{port}/healthz", "-m", "operators.network.handlers"]  # fmt: skip
+           f"http://127.0.0.1:{port}/healthz", "-m", "trellis.operators.network.handlers"]  # fmt: skip
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=REPO)
-    op = OperatorProcess("operators.network.handlers", proc, log_path, f"http://127.0.0.1:{port}/healthz")
+    op = OperatorProcess(
+        "trellis.operators.network.handlers", proc, log_path, f"http://127.0.0.1:{port}/healthz"
+    )
     wait_for(op.healthy, timeout=60, what="operator liveness")
     return op
 

@@ -30,8 +30,8 @@ import paramiko
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO), str(REPO / "hack")]
 
-from operators.isocdrom import transfer  # noqa: E402
 from tests.support.rossim import start_rossim  # noqa: E402
+from trellis.operators.isocdrom import transfer  # noqa: E402
 from trellis.routeros.ssh import SSHConfig  # noqa: E402
 
 SIZE = 256 * 1024 * 1024

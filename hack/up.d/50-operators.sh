@@ -5,5 +5,5 @@ for handlers in operators/*/handlers.py; do
   kind=$(basename "$(dirname "$handlers")")
   port=$((port + 1))
   start "operator-$kind" python -m kopf run --standalone --all-namespaces \
-    --liveness "http://127.0.0.1:$port/healthz" -m "operators.$kind.handlers"
+    --liveness "http://127.0.0.1:$port/healthz" -m "trellis.operators.$kind.handlers"
 done

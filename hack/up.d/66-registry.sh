@@ -7,8 +7,8 @@ if [ ! -f "$REG_RUN/config.yml" ]; then
   python - "$REG_RUN" <<'PY'
 import socket, sys
 from pathlib import Path
-from operators.registry import pki
-from operators.registry.config import Paths, ServeOptions, render_config
+from trellis.operators.registry import pki
+from trellis.operators.registry.config import Paths, ServeOptions, render_config
 root = Path(sys.argv[1])
 with socket.socket() as s:
     s.bind(("127.0.0.1", 0))

@@ -6,7 +6,7 @@ from trellis.opkit.entrypoint import run_kopf
 
 
 def main() -> None:
-    run_kopf("operators.baremetalhost.handlers")
+    run_kopf("trellis.operators.baremetalhost.handlers")
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ from typing import Any, cast
 
 import kopf
 
-from operators.baremetalhost.config import Settings
-from operators.baremetalhost.kube import Kube
+from trellis.operators.baremetalhost.config import Settings
+from trellis.operators.baremetalhost.kube import Kube
 
 NETWORK_CACHE_SECONDS = 30.0
 

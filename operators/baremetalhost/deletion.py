@@ -11,12 +11,12 @@ import copy
 import time
 from typing import Any
 
-from operators.baremetalhost import machine as m
-from operators.baremetalhost import status as st
-from operators.baremetalhost.bmc import AddressError, BMCError
-from operators.baremetalhost.context import info, warn
-from operators.baremetalhost.host import DETACHED, HostRunner
-from operators.baremetalhost.kube import SecretProblem
+from trellis.operators.baremetalhost import machine as m
+from trellis.operators.baremetalhost import status as st
+from trellis.operators.baremetalhost.bmc import AddressError, BMCError
+from trellis.operators.baremetalhost.context import info, warn
+from trellis.operators.baremetalhost.host import DETACHED, HostRunner
+from trellis.operators.baremetalhost.kube import SecretProblem
 
 
 async def _power_off(runner: HostRunner, spec: dict[str, Any]) -> None:

@@ -1,6 +1,6 @@
 """kopf wiring of the BareMetalHost operator: one daemon per host runs its ``HostRunner``.
 
-Run it with ``kopf run -m operators.baremetalhost.handlers`` or ``trellis-baremetalhost-operator``.
+Run it with ``kopf run -m trellis.operators.baremetalhost.handlers`` or ``trellis-baremetalhost-operator``.
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from operators.baremetalhost import conflicts
-from operators.baremetalhost.config import Settings
-from operators.baremetalhost.context import Context
-from operators.baremetalhost.deletion import delete_host
-from operators.baremetalhost.host import HostRunner
-from operators.baremetalhost.reservations import HOST_LABEL
 from trellis import GROUP
+from trellis.operators.baremetalhost import conflicts
+from trellis.operators.baremetalhost.config import Settings
+from trellis.operators.baremetalhost.context import Context
+from trellis.operators.baremetalhost.deletion import delete_host
+from trellis.operators.baremetalhost.host import HostRunner
+from trellis.operators.baremetalhost.reservations import HOST_LABEL
 from trellis.opkit.settings import configure
 
 VERSION = "v1alpha1"

@@ -15,9 +15,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from operators.baremetalhost import machine as m
-from operators.baremetalhost import status as st
-from operators.baremetalhost.bmc import (
+from trellis.operators.baremetalhost import machine as m
+from trellis.operators.baremetalhost import status as st
+from trellis.operators.baremetalhost.bmc import (
     AddressError,
     AuthenticationError,
     BMCDriver,
@@ -27,9 +27,9 @@ from operators.baremetalhost.bmc import (
     DriverOptions,
     connect,
 )
-from operators.baremetalhost.context import Context, info, warn
-from operators.baremetalhost.kube import SecretProblem
-from operators.baremetalhost.sync import ReservationSync, WaitingFor
+from trellis.operators.baremetalhost.context import Context, info, warn
+from trellis.operators.baremetalhost.kube import SecretProblem
+from trellis.operators.baremetalhost.sync import ReservationSync, WaitingFor
 
 ANN = "baremetalhost.trellis.dev/"
 PAUSED, DETACHED, REBOOT, INSPECT = ANN + "paused", ANN + "detached", ANN + "reboot", ANN + "inspect"

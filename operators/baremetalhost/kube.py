@@ -12,8 +12,8 @@ from typing import Any, TypeVar, cast
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from operators.baremetalhost.reservations import HOST_LABEL
 from trellis import GROUP
+from trellis.operators.baremetalhost.reservations import HOST_LABEL
 from trellis.opkit.kube import ThreadedKube
 
 VERSION = "v1alpha1"

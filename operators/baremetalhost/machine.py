@@ -27,7 +27,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from operators.baremetalhost.bmc import BootDevice
+from trellis.operators.baremetalhost.bmc import BootDevice
 
 
 class State(enum.StrEnum):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from operators.baremetalhost.bmc import Inventory
-from operators.baremetalhost.machine import STEADY, State
+from trellis.operators.baremetalhost.bmc import Inventory
+from trellis.operators.baremetalhost.machine import STEADY, State
 from trellis.opkit.conditions import set_condition
 
 

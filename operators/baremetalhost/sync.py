@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from operators.baremetalhost import conflicts, reservations
-from operators.baremetalhost.bmc import UnsupportedError
-from operators.baremetalhost.context import Context, info, warn
+from trellis.operators.baremetalhost import conflicts, reservations
+from trellis.operators.baremetalhost.bmc import UnsupportedError
+from trellis.operators.baremetalhost.context import Context, info, warn
 
 
 class WaitingFor(Exception):

@@ -9,10 +9,10 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from operators.isocdrom import reconcile as engine_mod
-from operators.isocdrom.cluster import CliCache, Cluster, ConfigProblem
-from operators.isocdrom.desired import describe_subscribers
 from trellis import GROUP, VERSION
+from trellis.operators.isocdrom import reconcile as engine_mod
+from trellis.operators.isocdrom.cluster import CliCache, Cluster, ConfigProblem
+from trellis.operators.isocdrom.desired import describe_subscribers
 from trellis.opkit.conditions import set_condition, without_times
 from trellis.opkit.kube import api_client
 from trellis.opkit.settings import configure

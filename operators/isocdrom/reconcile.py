@@ -12,10 +12,10 @@ from typing import Any
 
 import paramiko
 
-from operators.isocdrom import desired, transfer
-from operators.isocdrom.cluster import CliCache, Cluster, ConfigProblem, RouterAccess
-from operators.isocdrom.rds import RDSExports, rds_path
 from trellis.api.isocdrom import ISOCDROMSpec
+from trellis.operators.isocdrom import desired, transfer
+from trellis.operators.isocdrom.cluster import CliCache, Cluster, ConfigProblem, RouterAccess
+from trellis.operators.isocdrom.rds import RDSExports, rds_path
 from trellis.opkit.conditions import now_rfc3339, set_condition, without_times
 from trellis.routeros.cli import RouterOSError
 from trellis.routeros.ssh import TransportError

@@ -9,12 +9,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from operators.network import dnsmasq, workload
-from operators.network.desired import Entry, Host, bridge_name, fingerprint, router_entries, server_name
-from operators.network.kube import Kube
-from operators.network.routers import EndpointProblem, Endpoints
-from operators.network.routersync import apply_plan, plan_changes, read_state_parallel
 from trellis.api.network import NetworkSpec
+from trellis.operators.network import dnsmasq, workload
+from trellis.operators.network.desired import (
+    Entry,
+    Host,
+    bridge_name,
+    fingerprint,
+    router_entries,
+    server_name,
+)
+from trellis.operators.network.kube import Kube
+from trellis.operators.network.routers import EndpointProblem, Endpoints
+from trellis.operators.network.routersync import apply_plan, plan_changes, read_state_parallel
 from trellis.routeros.api import RouterClients, RouterError, RouterLoginFailed
 
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import jinja2
 
-from operators.network.desired import Host, fqdn
 from trellis.api.network import NetworkSpec, PXEOptions
+from trellis.operators.network.desired import Host, fqdn
 
 TEMPLATES = Path(__file__).parent / "templates"
 CONFIG_KEY = "dnsmasq.conf"

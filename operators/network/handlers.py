@@ -1,4 +1,4 @@
-"""kopf wiring of the network operator: `kopf run -m operators.network.handlers`.
+"""kopf wiring of the network operator: `kopf run -m trellis.operators.network.handlers`.
 
 One worker (daemon) per Network does all of that Network's work, woken by changes to the
 Network, its DHCPReservations or its Router and batching bursts of them into one pass.
@@ -14,13 +14,13 @@ from typing import Any
 
 import kopf
 
-from operators.network import dnsmasq, ipam, workload
-from operators.network.backends import DnsmasqBackend, RouterBackend
-from operators.network.desired import DEFAULT_TAG_PREFIX
-from operators.network.kube import Conflict, Kube
-from operators.network.reconcile import Reconciler, ReservationView, pending_status
-from operators.network.routers import Endpoints, probe
 from trellis import GROUP, VERSION
+from trellis.operators.network import dnsmasq, ipam, workload
+from trellis.operators.network.backends import DnsmasqBackend, RouterBackend
+from trellis.operators.network.desired import DEFAULT_TAG_PREFIX
+from trellis.operators.network.kube import Conflict, Kube
+from trellis.operators.network.reconcile import Reconciler, ReservationView, pending_status
+from trellis.operators.network.routers import Endpoints, probe
 from trellis.opkit.conditions import set_condition
 from trellis.opkit.settings import configure
 from trellis.routeros.api import RouterClients

@@ -2,7 +2,7 @@
 
 Runs on the node, in the dnsmasq Pod's init container (host network, CAP_NET_ADMIN):
 
-    python -m operators.network.ifpicker --cidr 10.0.10.0/24 --address 10.0.10.2 \
+    python -m trellis.operators.network.ifpicker --cidr 10.0.10.0/24 --address 10.0.10.2 \
         --parent eth0 --vlan 10 --write /run/trellis/interface.conf
 
 Order of preference: the named ``--interface`` (created as a VLAN sub-interface of ``--parent``

@@ -18,12 +18,12 @@ from typing import Any, cast
 import kopf
 from pydantic import ValidationError
 
-from operators.network import ipam
-from operators.network.backends import DnsmasqBackend, Outcome, RouterBackend
-from operators.network.desired import Host
-from operators.network.kube import Kube
 from trellis import API_VERSION
 from trellis.api.network import NetworkSpec, PXEOptions, ReservationPXEOptions
+from trellis.operators.network import ipam
+from trellis.operators.network.backends import DnsmasqBackend, Outcome, RouterBackend
+from trellis.operators.network.desired import Host
+from trellis.operators.network.kube import Kube
 from trellis.opkit.conditions import find, now_rfc3339, set_condition, without_times
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]

@@ -9,8 +9,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from operators.network.kube import Kube
 from trellis.api.router import RouterSpec
+from trellis.operators.network.kube import Kube
 from trellis.opkit.conditions import now_rfc3339, set_condition, without_times
 from trellis.routeros.api import Endpoint, RouterClients, RouterError, RouterLoginFailed, Session
 

@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from operators.network.desired import (
+from trellis.operators.network.desired import (
     ADDRESS,
     BRIDGE,
     BRIDGE_PORT,

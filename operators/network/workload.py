@@ -8,9 +8,9 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from operators.network.dnsmasq import CONFIG_KEY, checksum
 from trellis import API_VERSION
 from trellis.api.network import NetworkSpec
+from trellis.operators.network.dnsmasq import CONFIG_KEY, checksum
 
 CHECKSUM_ANNOTATION = "trellis.dev/config-checksum"
 SPEC_HASH_ANNOTATION = "trellis.dev/applied-hash"
@@ -121,7 +121,7 @@ def deployment(
                 "name": "interface",
                 "image": settings.picker_image,
                 "imagePullPolicy": settings.image_pull_policy,
-                "command": ["python", "-m", "operators.network.ifpicker", *picker_args],
+                "command": ["python", "-m", "trellis.operators.network.ifpicker", *picker_args],
                 "securityContext": {
                     "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN"]},
                     "allowPrivilegeEscalation": False,

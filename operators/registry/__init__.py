@@ -7,4 +7,4 @@ def main() -> None:
     """Console script ``trellis-registry-operator``: ``kopf run`` on this operator's handlers."""
     from trellis.opkit.entrypoint import run_kopf
 
-    run_kopf("operators.registry.handlers")
+    run_kopf("trellis.operators.registry.handlers")

@@ -19,10 +19,10 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from operators.registry import pki
-from operators.registry.desired import Resolved, UserTLS
-from operators.registry.workload import child_name
 from trellis.api.registry import RegistrySpec
+from trellis.operators.registry import pki
+from trellis.operators.registry.desired import Resolved, UserTLS
+from trellis.operators.registry.workload import child_name
 
 FIELD_MANAGER = "trellis-registry-operator"
 HASH_ANNOTATION = "trellis.dev/applied-hash"

@@ -12,15 +12,16 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from operators.registry import fragments, htpasswd, pki
-from operators.registry.config import (
+from trellis.api.registry import RegistrySpec
+from trellis.operators.registry import fragments, htpasswd, pki
+from trellis.operators.registry.config import (
     ServeOptions,
     UpstreamURLError,
     checksum,
     render_config,
     validate_upstream_url,
 )
-from operators.registry.workload import (
+from trellis.operators.registry.workload import (
     DEBUG_PORT,
     Owner,
     WorkloadPlan,
@@ -33,7 +34,6 @@ from operators.registry.workload import (
     secret,
     service,
 )
-from trellis.api.registry import RegistrySpec
 
 DEFAULT_IMAGE = "docker.io/library/registry:2.8.3"
 DEFAULT_STORAGE = "20Gi"

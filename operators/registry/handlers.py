@@ -12,11 +12,11 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from operators.registry import desired as plan
-from operators.registry.client import Kube, ProbeResult, probe, resolve
-from operators.registry.workload import child_name
 from trellis import GROUP, VERSION
 from trellis.api.registry import RegistrySpec
+from trellis.operators.registry import desired as plan
+from trellis.operators.registry.client import Kube, ProbeResult, probe, resolve
+from trellis.operators.registry.workload import child_name
 from trellis.opkit.conditions import now_rfc3339, set_condition, without_times
 from trellis.opkit.kube import api_client
 from trellis.opkit.settings import configure

@@ -10,7 +10,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from operators.registry.config import ENV_HTTP_SECRET, ENV_PROXY_PASSWORD, ENV_PROXY_USERNAME, Paths
+from trellis.operators.registry.config import ENV_HTTP_SECRET, ENV_PROXY_PASSWORD, ENV_PROXY_USERNAME, Paths
 
 MANAGED_BY = "trellis-registry-operator"
 REGISTRY_LABEL = "trellis.dev/registry"

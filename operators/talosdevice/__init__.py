@@ -7,11 +7,11 @@ def main() -> None:
     """Console script ``trellis-talosdevice-operator``: ``kopf run`` on this operator's handlers."""
     from trellis.opkit.entrypoint import run_kopf
 
-    run_kopf("operators.talosdevice.handlers")
+    run_kopf("trellis.operators.talosdevice.handlers")
 
 
 def boot_service() -> None:
     """Console script ``trellis-boot-service``."""
-    from operators.talosdevice.bootservice import main as serve
+    from trellis.operators.talosdevice.bootservice import main as serve
 
     serve()

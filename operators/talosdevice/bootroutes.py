@@ -11,14 +11,14 @@ from typing import Any
 from aiohttp import web
 from kubernetes.client.exceptions import ApiException
 
-from operators.talosdevice import ipxe
-from operators.talosdevice import objects as o
-from operators.talosdevice.bootservice import _MAC, BootService, _observed, log
-from operators.talosdevice.kube import DEVICES, now
-from operators.talosdevice.render import RenderError
-from operators.talosdevice.tokens import ROTATION_ANNOTATION, token_matches
 from trellis.api.common import normalize_mac
 from trellis.api.talos import TalosClusterSpec
+from trellis.operators.talosdevice import ipxe
+from trellis.operators.talosdevice import objects as o
+from trellis.operators.talosdevice.bootservice import _MAC, BootService, _observed, log
+from trellis.operators.talosdevice.kube import DEVICES, now
+from trellis.operators.talosdevice.render import RenderError
+from trellis.operators.talosdevice.tokens import ROTATION_ANNOTATION, token_matches
 
 
 def _script(text: str, status: int = 200) -> web.Response:

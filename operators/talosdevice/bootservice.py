@@ -26,16 +26,16 @@ from typing import Any
 from aiohttp import web
 from kubernetes.client.exceptions import ApiException
 
-from operators.talosdevice import ipxe
-from operators.talosdevice import objects as o
-from operators.talosdevice.bootstore import Key, StatusWriter, Store, key_of, start_reflectors
-from operators.talosdevice.bundle import SecretsBundle
-from operators.talosdevice.kube import DEVICES, LABEL_MAC, Kube, mac_label, now
-from operators.talosdevice.render import ClusterInput, DeviceInput, RenderError, render_device
-from operators.talosdevice.tokens import ROTATION_ANNOTATION, device_token, token_key
 from trellis import API_VERSION
 from trellis.api.common import MAC_PATTERN, normalize_mac
 from trellis.api.talos import TalosClusterSpec, TalosDeviceSpec
+from trellis.operators.talosdevice import ipxe
+from trellis.operators.talosdevice import objects as o
+from trellis.operators.talosdevice.bootstore import Key, StatusWriter, Store, key_of, start_reflectors
+from trellis.operators.talosdevice.bundle import SecretsBundle
+from trellis.operators.talosdevice.kube import DEVICES, LABEL_MAC, Kube, mac_label, now
+from trellis.operators.talosdevice.render import ClusterInput, DeviceInput, RenderError, render_device
+from trellis.operators.talosdevice.tokens import ROTATION_ANNOTATION, device_token, token_key
 
 log = logging.getLogger("trellis.bootservice")
 COMPONENT = "trellis-boot-service"
@@ -302,7 +302,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, str, int]:
 
 
 async def serve(options: Options, listen: str, port: int) -> None:
-    from operators.talosdevice.bootroutes import make_app
+    from trellis.operators.talosdevice.bootroutes import make_app
 
     service = BootService(options, Kube())
     loop = asyncio.get_running_loop()

@@ -17,9 +17,9 @@ from typing import Any
 from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
-from operators.talosdevice.kube import CLUSTERS, DEVICES, LABEL_CLUSTER, Kube
 from trellis import GROUP, VERSION
 from trellis.api.common import normalize_mac
+from trellis.operators.talosdevice.kube import CLUSTERS, DEVICES, LABEL_CLUSTER, Kube
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str]

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from operators.talosdevice.contract import Contract
+from trellis.operators.talosdevice.contract import Contract
 
 CA_VALIDITY = dt.timedelta(hours=87600)
 ADMIN_CERT_VALIDITY = dt.timedelta(days=365)

@@ -6,8 +6,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from operators.talosdevice.patching import Document
 from trellis.api.talos import RegistryMirror, TalosClusterSpec, TalosDeviceSpec, VolumeOverride
+from trellis.operators.talosdevice.patching import Document
 
 # Talos names the image cache volume IMAGECACHE (constants.ImageCachePartitionLabel); the API
 # spells it IMAGE-CACHE as users know it from the Talos docs' prose.

@@ -17,12 +17,12 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from operators.talosdevice import objects as o
-from operators.talosdevice import reconcile as r
-from operators.talosdevice.kube import CLUSTERS, DEVICES, LABEL_RULE, Kube
-from operators.talosdevice.rules import auto_approval, blocks_deletion
 from trellis import API_VERSION, GROUP, VERSION
 from trellis.api.talos import TalosClusterSpec
+from trellis.operators.talosdevice import objects as o
+from trellis.operators.talosdevice import reconcile as r
+from trellis.operators.talosdevice.kube import CLUSTERS, DEVICES, LABEL_RULE, Kube
+from trellis.operators.talosdevice.rules import auto_approval, blocks_deletion
 from trellis.opkit.settings import configure
 
 RESYNC_SECONDS = float(os.environ.get("TRELLIS_TALOS_RESYNC_SECONDS", "60"))

@@ -14,7 +14,7 @@ from urllib.parse import quote, urlencode
 import jinja2
 
 _ENV = jinja2.Environment(
-    loader=jinja2.PackageLoader("operators.talosdevice", "templates"),
+    loader=jinja2.PackageLoader("trellis.operators.talosdevice", "templates"),
     autoescape=False,  # iPXE and dnsmasq text, not HTML: values are checked instead
     undefined=jinja2.StrictUndefined,
     trim_blocks=True,

@@ -7,11 +7,11 @@ from typing import Any
 
 import yaml
 
-from operators.talosdevice.bundle import SecretsBundle
-from operators.talosdevice.kube import LABEL_CLUSTER, LABEL_MANAGED_BY, LABEL_RULE, MANAGED_BY
-from operators.talosdevice.rules import DeviceFacts, Verdict
 from trellis import API_VERSION
 from trellis.api.common import normalize_mac
+from trellis.operators.talosdevice.bundle import SecretsBundle
+from trellis.operators.talosdevice.kube import LABEL_CLUSTER, LABEL_MANAGED_BY, LABEL_RULE, MANAGED_BY
+from trellis.operators.talosdevice.rules import DeviceFacts, Verdict
 from trellis.opkit.conditions import set_condition
 
 # Secret and ConfigMap the operator owns per TalosCluster.

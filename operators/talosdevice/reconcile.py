@@ -19,13 +19,31 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import ValidationError
 
-from operators.talosdevice import objects as o
-from operators.talosdevice.bundle import SecretsBundle, admin_client_certificate, generate_bundle, talosconfig
-from operators.talosdevice.contract import UnsupportedTalosVersion, contract_for
-from operators.talosdevice.kube import DEVICES, LABEL_MAC, LABEL_MANAGED_BY, MANAGED_BY, Kube, mac_label
-from operators.talosdevice.render import ClusterInput, DeviceInput, RenderError, render_device
-from operators.talosdevice.rules import DeviceFacts, Verdict, addresses_of, cluster_verdicts, endpoint_ip
 from trellis.api.talos import TalosClusterSpec, TalosDeviceSpec
+from trellis.operators.talosdevice import objects as o
+from trellis.operators.talosdevice.bundle import (
+    SecretsBundle,
+    admin_client_certificate,
+    generate_bundle,
+    talosconfig,
+)
+from trellis.operators.talosdevice.contract import UnsupportedTalosVersion, contract_for
+from trellis.operators.talosdevice.kube import (
+    DEVICES,
+    LABEL_MAC,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+    Kube,
+    mac_label,
+)
+from trellis.operators.talosdevice.render import ClusterInput, DeviceInput, RenderError, render_device
+from trellis.operators.talosdevice.rules import (
+    DeviceFacts,
+    Verdict,
+    addresses_of,
+    cluster_verdicts,
+    endpoint_ip,
+)
 from trellis.opkit.conditions import set_condition
 
 log = logging.getLogger(__name__)

@@ -13,19 +13,19 @@ from typing import Any
 
 import yaml
 
-from operators.talosdevice.bundle import SecretsBundle, b64
-from operators.talosdevice.contract import Contract, contract_for
-from operators.talosdevice.documents import (
-    manual_mirror_documents,
-    manual_mirrors_legacy,
-    volume_documents,
-)
-from operators.talosdevice.patching import Document, PatchError, json6902, strategic_merge
 from trellis.api.talos import (
     ConfigPatches,
     TalosClusterSpec,
     TalosDeviceSpec,
 )
+from trellis.operators.talosdevice.bundle import SecretsBundle, b64
+from trellis.operators.talosdevice.contract import Contract, contract_for
+from trellis.operators.talosdevice.documents import (
+    manual_mirror_documents,
+    manual_mirrors_legacy,
+    volume_documents,
+)
+from trellis.operators.talosdevice.patching import Document, PatchError, json6902, strategic_merge
 
 DEFAULT_INSTALLER = "ghcr.io/siderolabs/installer"
 KUBELET_IMAGE = "ghcr.io/siderolabs/kubelet"

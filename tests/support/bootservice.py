@@ -45,7 +45,7 @@ def running_boot_service(
     env = cp.env()
     env["PYTHONPATH"] = f"{REPO}:{env.get('PYTHONPATH', '')}"
     cmd = [
-        sys.executable, "-m", "operators.talosdevice.bootservice",
+        sys.executable, "-m", "trellis.operators.talosdevice.bootservice",
         "--listen", "127.0.0.1", "--port", str(port), "--public-url", url,
         *(["--namespace", namespace] if namespace else []), *args,
     ]  # fmt: skip

@@ -29,7 +29,7 @@ BASE_PATH = "storage-pool/trellis-csi"
 
 
 def load_stubs() -> tuple[Any, Any]:
-    from csi.stubs import load
+    from trellis.csi.stubs import load
 
     return load()
 

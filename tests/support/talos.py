@@ -9,8 +9,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from operators.talosdevice.bundle import SecretsBundle, b64
 from tests.support.kube import BIN, REPO
+from trellis.operators.talosdevice.bundle import SecretsBundle, b64
 
 GOLDEN_DIR = REPO / "tests" / "golden" / "talos"
 TALOS_VALIDATE = BIN / "talos-validate"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from operators.baremetalhost.bmc.address import AddressError, BMCAddress, parse_address
-from operators.baremetalhost.bmc.base import (
+from trellis.operators.baremetalhost.bmc.address import AddressError, BMCAddress, parse_address
+from trellis.operators.baremetalhost.bmc.base import (
     AuthenticationError,
     BMCDriver,
     BMCError,
@@ -18,8 +18,8 @@ from operators.baremetalhost.bmc.base import (
     UnreachableError,
     UnsupportedError,
 )
-from operators.baremetalhost.bmc.ipmi import IpmitoolDriver
-from operators.baremetalhost.bmc.redfish import RedfishDriver
+from trellis.operators.baremetalhost.bmc.ipmi import IpmitoolDriver
+from trellis.operators.baremetalhost.bmc.redfish import RedfishDriver
 
 __all__ = [
     "AddressError",

@@ -15,8 +15,8 @@ import os
 import re
 import shutil
 
-from operators.baremetalhost.bmc.address import BMCAddress
-from operators.baremetalhost.bmc.base import (
+from trellis.operators.baremetalhost.bmc.address import BMCAddress
+from trellis.operators.baremetalhost.bmc.base import (
     AuthenticationError,
     BMCDriver,
     BootDevice,

@@ -18,8 +18,8 @@ from typing import Any
 
 import aiohttp
 
-from operators.baremetalhost.bmc.address import BMCAddress
-from operators.baremetalhost.bmc.base import (
+from trellis.operators.baremetalhost.bmc.address import BMCAddress
+from trellis.operators.baremetalhost.bmc.base import (
     NIC,
     AuthenticationError,
     BMCDriver,

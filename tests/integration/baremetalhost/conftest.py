@@ -16,7 +16,7 @@ from tests.support.kube import ControlPlane
 from tests.support.operators import OperatorProcess, start_operator
 from tests.support.wait import wait_for
 
-MODULE = "operators.baremetalhost.handlers"
+MODULE = "trellis.operators.baremetalhost.handlers"
 # Fast loops so the suite stays short; the behaviour is the same as with production values.
 OPERATOR_ENV = {
     "TRELLIS_BMH_POLL_INTERVAL": "3",

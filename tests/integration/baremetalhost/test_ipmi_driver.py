@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from operators.baremetalhost.bmc import (
+from tests.support.bmc import EmulatedSystem, IpmiEmulator, free_udp_ports
+from trellis.operators.baremetalhost.bmc import (
     AuthenticationError,
     BootDevice,
     Credentials,
@@ -19,7 +20,6 @@ from operators.baremetalhost.bmc import (
     UnsupportedError,
     connect,
 )
-from tests.support.bmc import EmulatedSystem, IpmiEmulator, free_udp_ports
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from operators.baremetalhost.bmc import (
+from tests.support.bmc import FileServer, RedfishSystem, SushyEmulator, free_tcp_port
+from tests.support.wait import wait_for
+from trellis.operators.baremetalhost.bmc import (
     AuthenticationError,
     BootDevice,
     CertificateError,
@@ -21,8 +23,6 @@ from operators.baremetalhost.bmc import (
     UnreachableError,
     connect,
 )
-from tests.support.bmc import FileServer, RedfishSystem, SushyEmulator, free_tcp_port
-from tests.support.wait import wait_for
 
 USERS = {"root": "calvin"}
 GOOD = Credentials("root", "calvin")

@@ -20,7 +20,6 @@ import pytest
 import requests
 import yaml
 
-from operators.registry import htpasswd
 from tests.integration.chart.conftest import chart_rbac
 from tests.support.bmc import EmulatedSystem, IpmiEmulator
 from tests.support.bootservice import BootServiceProcess, running_boot_service
@@ -30,6 +29,7 @@ from tests.support.operators import OperatorProcess, free_port, running_operator
 from tests.support.rbac import denials, service_account_access
 from tests.support.rossim import start_rossim
 from tests.support.wait import wait_for
+from trellis.operators.registry import htpasswd
 
 pytestmark = pytest.mark.integration
 API = "trellis.dev/v1alpha1"
@@ -146,7 +146,7 @@ def test_network_operator(
     try:
         operators.start(
             "network",
-            "operators.network.handlers",
+            "trellis.operators.network.handlers",
             {
                 "TRELLIS_DNSMASQ_INTERFACE_CONF": str(tmp_path / "interface.conf"),
                 "TRELLIS_DNSMASQ_LEASE_FILE": str(tmp_path / "leases"),
@@ -194,7 +194,7 @@ def test_baremetalhost_operator(
     with IpmiEmulator(tmp_path / "ipmi", [EmulatedSystem("node")]) as ipmi:
         operators.start(
             "baremetalhost",
-            "operators.baremetalhost.handlers",
+            "trellis.operators.baremetalhost.handlers",
             {
                 "TRELLIS_BMH_POLL_INTERVAL": "3",
                 "TRELLIS_BMH_FAST_POLL": "0.5",
@@ -276,7 +276,9 @@ def test_registry_operator(
         },
         namespace,
     )
-    operators.start("registry", "operators.registry.handlers", {"TRELLIS_REGISTRY_RESYNC_SECONDS": "2"})
+    operators.start(
+        "registry", "trellis.operators.registry.handlers", {"TRELLIS_REGISTRY_RESYNC_SECONDS": "2"}
+    )
     try:
         spec = {
             "mode": "managed",
@@ -339,7 +341,9 @@ def test_isocdrom_operator(
     """An ISOCDROM on a Router nobody answers for: Router, Secrets and hosts read, status written."""
     router, iso = unique("rbac-rds"), unique("rbac-iso")
     port = free_port()  # nothing listens there
-    operators.start("isocdrom", "operators.isocdrom.handlers", {"TRELLIS_ISOCDROM_RESYNC_SECONDS": "5"})
+    operators.start(
+        "isocdrom", "trellis.operators.isocdrom.handlers", {"TRELLIS_ISOCDROM_RESYNC_SECONDS": "5"}
+    )
     try:
         crds.apply(
             [
@@ -409,7 +413,9 @@ def test_talosdevice_operator(
     registry = unique("rbac-mirror")
     consumers = f"{namespace}-consumers"
     crds.kubectl("create", "namespace", consumers)
-    operators.start("talosdevice", "operators.talosdevice.handlers", {"TRELLIS_TALOS_RESYNC_SECONDS": "5"})
+    operators.start(
+        "talosdevice", "trellis.operators.talosdevice.handlers", {"TRELLIS_TALOS_RESYNC_SECONDS": "5"}
+    )
     try:
         patch = "machine:\n  registries:\n    mirrors:\n      docker.io:\n        endpoints: [https://mirror.lab:5000]\n"
         crds.apply(
@@ -491,7 +497,9 @@ def test_talosdevice_operator(
 
 def test_talos_boot_service(crds: ControlPlane, namespace: str, operators: ChartRbacOperators) -> None:
     """Discovery (TalosDevice created), observed status, and the config served after approval."""
-    operators.start("talosdevice", "operators.talosdevice.handlers", {"TRELLIS_TALOS_RESYNC_SECONDS": "5"})
+    operators.start(
+        "talosdevice", "trellis.operators.talosdevice.handlers", {"TRELLIS_TALOS_RESYNC_SECONDS": "5"}
+    )
     boot = operators.start_boot_service()
     crds.apply(
         {

@@ -8,10 +8,10 @@ from typing import Any
 import grpc
 import pytest
 
-from csi import naming
 from tests.integration.csi.conftest import GIB, block_cap, create_request, disk_slots, file_names, mount_cap
 from tests.support.csi_driver import BASE_PATH, Driver
 from tests.support.rossim import RosSim
+from trellis.csi import naming
 
 pytestmark = pytest.mark.integration
 

@@ -14,11 +14,11 @@ from typing import Any
 import grpc
 import pytest
 
-from csi import naming
 from tests.integration.csi.conftest import GIB, create_request, disk_slots, files_under
 from tests.support.csi_driver import Driver, running_driver
 from tests.support.rossim import RosSim
 from tests.support.wait import wait_for
+from trellis.csi import naming
 
 pytestmark = pytest.mark.integration
 

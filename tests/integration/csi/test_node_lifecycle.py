@@ -11,10 +11,10 @@ from typing import Any
 import grpc
 import pytest
 
-from csi import mounts
 from tests.integration.csi.conftest import GIB, block_cap, create_request, mount_cap
 from tests.support.csi_driver import Driver
 from tests.support.rossim import RosSim
+from trellis.csi import mounts
 
 pytestmark = [pytest.mark.integration, pytest.mark.root]
 

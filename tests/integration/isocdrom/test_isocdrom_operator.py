@@ -19,7 +19,7 @@ from tests.support.operators import OperatorProcess, running_operator
 from tests.support.rossim import RosSim, running_rossim
 from tests.support.wait import wait_for
 
-MODULE = "operators.isocdrom.handlers"
+MODULE = "trellis.operators.isocdrom.handlers"
 IQN_PREFIX = "iqn.2000-02.com.mikrotik:"
 
 

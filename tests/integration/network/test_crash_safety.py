@@ -60,7 +60,7 @@ def test_sigkill_during_sync_converges_without_duplicates(
                     {"apiVersion": "v1", "kind": "List", "items": _reservations(net, cycle)}, namespace
                 )
             mark = sim.control.last_seq()
-            op = start_operator(crds, "operators.network.handlers", tmp_path / "logs", env=env)
+            op = start_operator(crds, "trellis.operators.network.handlers", tmp_path / "logs", env=env)
 
             def writing(since: int = mark) -> bool:
                 return any(e.get("write") for e in sim.control.log(since))
@@ -75,7 +75,7 @@ def test_sigkill_during_sync_converges_without_duplicates(
             op = None
         assert kills_mid_write >= KILLS // 2, f"only {kills_mid_write} kills landed during router writes"
 
-        op = start_operator(crds, "operators.network.handlers", tmp_path / "logs", env=env)
+        op = start_operator(crds, "trellis.operators.network.handlers", tmp_path / "logs", env=env)
         wait_ready(crds, namespace, [f"r{i:03d}" for i in range(COUNT)], timeout=180)
         items = json.loads(
             crds.kubectl("get", "dhcpreservations.trellis.dev", "-n", namespace, "-o", "json").stdout

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from operators.network import ifpicker
 from tests.support.dhcp import DhcpClient
 from tests.support.kube import ControlPlane
 from tests.support.netns import can_use_netns, netlab
 from tests.support.network import network, reservation, reservation_status, unique, wait_ready
 from tests.support.operators import OperatorProcess, start_operator
 from tests.support.wait import wait_for
+from trellis.operators.network import ifpicker
 
 CIDR = "10.78.0.0/24"
 SERVER_IP = "10.78.0.2"
@@ -38,7 +38,7 @@ def operator(crds: ControlPlane, system_ns: str, paths: Path) -> Iterator[Operat
         "TRELLIS_DNSMASQ_IMAGE": "registry.example/dnsmasq:test",
         "TRELLIS_OPERATOR_IMAGE": "registry.example/trellis:test",
     }
-    op = start_operator(crds, "operators.network.handlers", paths / "logs", env=env)
+    op = start_operator(crds, "trellis.operators.network.handlers", paths / "logs", env=env)
     yield op
     op.stop()
 
@@ -90,7 +90,7 @@ def test_dnsmasq_backend(crds: ControlPlane, system_ns: str, namespace: str, ope
     assert container["readinessProbe"]["tcpSocket"] == {"host": SERVER_IP, "port": 53}
     assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
     assert "SYS_ADMIN" not in container["securityContext"]["capabilities"]["add"]
-    assert spec["initContainers"][0]["command"][:3] == ["python", "-m", "operators.network.ifpicker"]
+    assert spec["initContainers"][0]["command"][:3] == ["python", "-m", "trellis.operators.network.ifpicker"]
     owner = cm["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["name"]) == ("Network", net)
     assert reservation_status(crds, namespace, "node-a")["ip"] == "10.78.0.3"  # .2 is dnsmasq's own

@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 from pyroute2 import NetNS
 
-from operators.network import ifpicker
-from operators.network.desired import Host
-from operators.network.dnsmasq import Settings, render
 from tests.support.dhcp import DhcpClient, dig, probe, tftp_get
 from tests.support.netns import NetLab, can_use_netns, netlab
 from tests.support.wait import wait_for
 from trellis.api.network import NetworkSpec, PXEOptions
+from trellis.operators.network import ifpicker
+from trellis.operators.network.desired import Host
+from trellis.operators.network.dnsmasq import Settings, render
 
 IPXE_DIR = Path("/usr/lib/ipxe")
 CIDR = "10.77.0.0/24"

@@ -28,7 +28,7 @@ from tests.support.operators import OperatorProcess, start_operator
 from tests.support.rossim import RosSim, start_rossim
 from tests.support.wait import wait_for
 
-MODULE = "operators.network.handlers"
+MODULE = "trellis.operators.network.handlers"
 
 
 @pytest.fixture(scope="module")

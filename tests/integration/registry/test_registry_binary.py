@@ -14,8 +14,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from operators.registry import htpasswd, pki
-from operators.registry.config import (
+from tests.support.oci import OCIClient, garbage_collect, registry_binary
+from tests.support.operators import free_port
+from tests.support.wait import wait_for
+from trellis.operators.registry import htpasswd, pki
+from trellis.operators.registry.config import (
     ENV_HTTP_SECRET,
     ENV_PROXY_PASSWORD,
     ENV_PROXY_USERNAME,
@@ -23,10 +26,7 @@ from operators.registry.config import (
     ServeOptions,
     render_config,
 )
-from operators.registry.workload import SYSTEM_CERT_DIR
-from tests.support.oci import OCIClient, garbage_collect, registry_binary
-from tests.support.operators import free_port
-from tests.support.wait import wait_for
+from trellis.operators.registry.workload import SYSTEM_CERT_DIR
 
 USER, PASSWORD = "ci", "s3cret-pass"
 

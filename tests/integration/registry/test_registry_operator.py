@@ -17,15 +17,15 @@ from typing import Any
 import pytest
 import yaml
 
-from operators.registry import fragments, htpasswd, pki
-from operators.registry.config import ServeOptions, render_config
-from operators.registry.workload import CHECKSUM_ANNOTATION
 from tests.support.kube import ControlPlane
 from tests.support.oci import registry_binary
 from tests.support.operators import OperatorProcess, free_port, running_operator
 from tests.support.wait import wait_for
+from trellis.operators.registry import fragments, htpasswd, pki
+from trellis.operators.registry.config import ServeOptions, render_config
+from trellis.operators.registry.workload import CHECKSUM_ANNOTATION
 
-MODULE = "operators.registry.handlers"
+MODULE = "trellis.operators.registry.handlers"
 
 
 @pytest.fixture(scope="module")
@@ -269,7 +269,7 @@ def test_external_registry_health_follows_the_real_binary(
     (tmp_path / "tls/tls.crt").write_text(serving.cert_pem)
     (tmp_path / "tls/tls.key").write_text(serving.key_pem)
     port = free_port()
-    from operators.registry.config import Paths
+    from trellis.operators.registry.config import Paths
 
     paths = Paths(
         config=str(tmp_path / "config.yml"), storage=str(tmp_path / "data"), tls_dir=str(tmp_path / "tls")

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from operators.registry import fragments, pki
-from operators.talosdevice.bundle import generate_bundle
-from operators.talosdevice.contract import CONTRACTS
-from operators.talosdevice.render import ClusterInput, DeviceInput, render_device
 from tests.support.talos import cluster_spec, device_spec, talos_patch, talos_validate
 from trellis.api.talos import TalosClusterSpec, TalosDeviceSpec
+from trellis.operators.registry import fragments, pki
+from trellis.operators.talosdevice.bundle import generate_bundle
+from trellis.operators.talosdevice.contract import CONTRACTS
+from trellis.operators.talosdevice.render import ClusterInput, DeviceInput, render_device
 
 
 def machine_config(version: str) -> str:

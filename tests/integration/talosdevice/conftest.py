@@ -12,7 +12,7 @@ from tests.support.kube import ControlPlane
 from tests.support.operators import OperatorProcess, free_port, running_operator
 from tests.support.wait import wait_for
 
-MODULE = "operators.talosdevice.handlers"
+MODULE = "trellis.operators.talosdevice.handlers"
 
 
 @pytest.fixture(scope="module")

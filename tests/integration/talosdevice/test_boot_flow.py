@@ -14,14 +14,14 @@ import pytest
 import requests
 import yaml
 
-from operators.registry.fragments import Consumer, configmap_data
-from operators.registry.pki import generate_ca
 from tests.integration.talosdevice.conftest import cluster, events, get, patch, wait_ready
 from tests.support.bootservice import BootServiceProcess, running_boot_service
 from tests.support.kube import ControlPlane
 from tests.support.operators import OperatorProcess
 from tests.support.talos import talos_validate
 from tests.support.wait import wait_for
+from trellis.operators.registry.fragments import Consumer, configmap_data
+from trellis.operators.registry.pki import generate_ca
 
 MAC = "52:54:00:be:ef:01"
 WIPE = "talos.experimental.wipe=system"

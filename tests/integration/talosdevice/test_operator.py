@@ -9,11 +9,11 @@ import time
 
 import yaml
 
-from operators.talosdevice.bundle import SecretsBundle
 from tests.integration.talosdevice.conftest import cluster, device, events, get, patch, wait_ready
 from tests.support.kube import ControlPlane
 from tests.support.operators import OperatorProcess
 from tests.support.wait import wait_for
+from trellis.operators.talosdevice.bundle import SecretsBundle
 
 DISCOVERED = {"talos.trellis.dev/discovered": "2026-01-01T00:00:00Z"}
 
@@ -69,8 +69,8 @@ def test_cluster_secrets_are_generated_once_and_owned(
 def test_imported_bundle_is_used_and_left_alone(
     crds: ControlPlane, talos_operator: OperatorProcess, namespace: str
 ) -> None:
-    from operators.talosdevice.bundle import generate_bundle
-    from operators.talosdevice.contract import contract_for
+    from trellis.operators.talosdevice.bundle import generate_bundle
+    from trellis.operators.talosdevice.contract import contract_for
 
     imported = generate_bundle(contract_for("v1.11.0"))
     crds.apply(

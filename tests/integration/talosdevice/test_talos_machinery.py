@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 import yaml
 
-from operators.talosdevice.bundle import SecretsBundle, b64, generate_bundle
-from operators.talosdevice.contract import CONTRACTS, contract_for
-from operators.talosdevice.patching import strategic_merge
-from operators.talosdevice.render import ClusterInput, DeviceInput, render_device
 from tests.support.talos import cluster_spec, device_spec, talos_patch, talos_validate
 from trellis.api.talos import TalosClusterSpec, TalosDeviceSpec
+from trellis.operators.talosdevice.bundle import SecretsBundle, b64, generate_bundle
+from trellis.operators.talosdevice.contract import CONTRACTS, contract_for
+from trellis.operators.talosdevice.patching import strategic_merge
+from trellis.operators.talosdevice.render import ClusterInput, DeviceInput, render_device
 
 WORKER = {
     "role": "worker",

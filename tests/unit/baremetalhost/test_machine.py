@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import pytest
 
-from operators.baremetalhost import machine as m
-from operators.baremetalhost.bmc import BootDevice
-from operators.baremetalhost.machine import State, View
+from trellis.operators.baremetalhost import machine as m
+from trellis.operators.baremetalhost.bmc import BootDevice
+from trellis.operators.baremetalhost.machine import State, View
 
 PXE_ONCE = {"type": "pxe", "mode": "once"}
 REG = View(state=State.REGISTERING, registered=True, powered_on=False)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from operators.baremetalhost import conflicts, reservations
-from operators.baremetalhost import status as st
-from operators.baremetalhost.bmc import (
+from trellis.operators.baremetalhost import conflicts, reservations
+from trellis.operators.baremetalhost import status as st
+from trellis.operators.baremetalhost.bmc import (
     AddressError,
     AuthenticationError,
     BootDevice,
@@ -14,7 +14,7 @@ from operators.baremetalhost.bmc import (
     UnreachableError,
     parse_address,
 )
-from operators.baremetalhost.bmc.ipmi import classify_failure, parse_boot_flags, parse_inventory
+from trellis.operators.baremetalhost.bmc.ipmi import classify_failure, parse_boot_flags, parse_inventory
 
 
 @pytest.mark.parametrize(

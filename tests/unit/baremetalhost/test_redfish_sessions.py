@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from operators.baremetalhost.bmc import (
+from trellis.operators.baremetalhost.bmc import (
     AuthenticationError,
     Credentials,
     DriverOptions,

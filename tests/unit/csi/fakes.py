@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from csi.rds import Disk, Pool
+from trellis.csi.rds import Disk, Pool
 from trellis.routeros.cli import ErrorKind, RouterOSError
 from trellis.routeros.ssh import TransportError
 

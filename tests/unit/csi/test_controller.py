@@ -9,12 +9,12 @@ from typing import Any
 import grpc
 import pytest
 
-from csi import naming
-from csi.controller import ControllerService
-from csi.errors import CsiError, from_exception
-from csi.params import VolumeParams
-from csi.stubs import load
 from tests.unit.csi.fakes import FakeRds
+from trellis.csi import naming
+from trellis.csi.controller import ControllerService
+from trellis.csi.errors import CsiError, from_exception
+from trellis.csi.params import VolumeParams
+from trellis.csi.stubs import load
 from trellis.routeros.ssh import TransportError
 
 pb, _ = load()

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from csi import mounts
-from csi.params import parse_context
-from csi.transport import nvme_sysfs as sysfs
-from csi.transport.loop import parse_losetup_list
-from csi.transport.nvme import connect_argv
+from trellis.csi import mounts
+from trellis.csi.params import parse_context
+from trellis.csi.transport import nvme_sysfs as sysfs
+from trellis.csi.transport.loop import parse_losetup_list
+from trellis.csi.transport.nvme import connect_argv
 
 NQN = "nqn.2000-02.com.mikrotik:csi-0123456789abcdef0123456789ab"
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from csi.params import parse_context
-from csi.transport import AttachError
-from csi.transport.nvme import NvmeTransport
+from trellis.csi.params import parse_context
+from trellis.csi.transport import AttachError
+from trellis.csi.transport.nvme import NvmeTransport
 
 VOLUME = "csi-0123456789abcdef0123456789ab"
 NQN = f"nqn.2000-02.com.mikrotik:{VOLUME}"

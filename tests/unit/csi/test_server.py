@@ -8,13 +8,13 @@ from pathlib import Path
 import grpc
 import pytest
 
-from csi import DRIVER_NAME, metrics, naming
-from csi.controller import ControllerService
-from csi.identity import IdentityService
-from csi.params import VolumeParams
-from csi.server import build_server
-from csi.stubs import load
 from tests.unit.csi.fakes import FakeRds
+from trellis.csi import DRIVER_NAME, metrics, naming
+from trellis.csi.controller import ControllerService
+from trellis.csi.identity import IdentityService
+from trellis.csi.params import VolumeParams
+from trellis.csi.server import build_server
+from trellis.csi.stubs import load
 
 pb, pb_grpc = load()
 DEFAULTS = VolumeParams(

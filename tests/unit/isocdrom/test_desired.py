@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from operators.isocdrom import desired, transfer
-from operators.isocdrom.rds import RDSExports, rds_path
 from trellis.api.isocdrom import ISOCDROMSpec
+from trellis.operators.isocdrom import desired, transfer
+from trellis.operators.isocdrom.rds import RDSExports, rds_path
 from trellis.routeros.cli import CommandResult, RouterOSCli
 
 SHA = "a" * 64

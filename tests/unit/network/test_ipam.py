@@ -8,8 +8,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from operators.network import ipam
-from operators.network.ipam import NetworkRef, Request, allocate, normalize_mac, overlaps, plan_problems
+from trellis.operators.network import ipam
+from trellis.operators.network.ipam import (
+    NetworkRef,
+    Request,
+    allocate,
+    normalize_mac,
+    overlaps,
+    plan_problems,
+)
 
 
 def plan(cidr: str = "10.0.0.0/24", gw: str | None = "10.0.0.1", ranges=(("10.0.0.100", "10.0.0.199"),)):

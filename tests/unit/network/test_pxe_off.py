@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from operators.network import ipam
-from operators.network.desired import DHCP_OPTION, LEASE, Host, router_entries
-from operators.network.dnsmasq import Settings, host_tag, render
-from operators.network.reconcile import ReservationView, _host
 from trellis.api.network import NetworkSpec, PXEOptions
+from trellis.operators.network import ipam
+from trellis.operators.network.desired import DHCP_OPTION, LEASE, Host, router_entries
+from trellis.operators.network.dnsmasq import Settings, host_tag, render
+from trellis.operators.network.reconcile import ReservationView, _host
 
 SPEC = NetworkSpec.model_validate(
     {

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from operators.network.desired import (
+from trellis.api.network import NetworkSpec
+from trellis.operators.network.desired import (
     ADDRESS,
     BRIDGE,
     BRIDGE_PORT,
@@ -20,8 +21,7 @@ from operators.network.desired import (
     Host,
     router_entries,
 )
-from operators.network.routersync import duration_seconds, plan_changes
-from trellis.api.network import NetworkSpec
+from trellis.operators.network.routersync import duration_seconds, plan_changes
 
 P = "trellis"
 
@@ -234,8 +234,8 @@ class RecordingSession:
 
 
 def test_read_state_reads_each_menu_once_and_only_our_leases() -> None:
-    from operators.network.desired import MENU_ORDER
-    from operators.network.routersync import read_state
+    from trellis.operators.network.desired import MENU_ORDER
+    from trellis.operators.network.routersync import read_state
 
     sess = RecordingSession()
     state = read_state(sess, "trellis-lab")  # type: ignore[arg-type]

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 import yaml
 
-from operators.registry import desired, fragments, htpasswd, pki
-from operators.registry.workload import CHECKSUM_ANNOTATION, child_name
 from trellis.api.registry import RegistrySpec
+from trellis.operators.registry import desired, fragments, htpasswd, pki
+from trellis.operators.registry.workload import CHECKSUM_ANNOTATION, child_name
 
 UID = "0a1b2c3d-0000-0000-0000-000000000001"
 

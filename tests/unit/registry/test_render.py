@@ -10,8 +10,8 @@ import pytest
 import yaml
 from cryptography import x509
 
-from operators.registry import fragments, htpasswd, pki
-from operators.registry.config import (
+from trellis.operators.registry import fragments, htpasswd, pki
+from trellis.operators.registry.config import (
     Paths,
     ServeOptions,
     UpstreamURLError,

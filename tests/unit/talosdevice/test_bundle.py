@@ -13,14 +13,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from operators.talosdevice.bundle import (
+from trellis.operators.talosdevice.bundle import (
     SecretsBundle,
     admin_client_certificate,
     generate_bundle,
     load_ed25519_key,
     talosconfig,
 )
-from operators.talosdevice.contract import CONTRACTS, Contract
+from trellis.operators.talosdevice.contract import CONTRACTS, Contract
 
 TOKEN = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}$")
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from operators.talosdevice.ipxe import (
+from tests.support.talos import check_golden
+from trellis.operators.talosdevice.ipxe import (
     AssetLayout,
     DnsmasqSnippet,
     TalosBoot,
@@ -20,7 +21,6 @@ from operators.talosdevice.ipxe import (
     talos_arch,
     talos_script,
 )
-from tests.support.talos import check_golden
 
 PUBLIC = "http://10.0.0.2:8080"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from operators.talosdevice.patching import PatchError, json6902, strategic_merge
+from trellis.operators.talosdevice.patching import PatchError, json6902, strategic_merge
 
 
 def base() -> list[dict]:

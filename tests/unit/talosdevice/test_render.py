@@ -7,12 +7,12 @@ from typing import Any
 import pytest
 import yaml
 
-from operators.talosdevice.bundle import SecretsBundle, generate_bundle
-from operators.talosdevice.contract import CONTRACTS, UnsupportedTalosVersion
-from operators.talosdevice.documents import talos_size
-from operators.talosdevice.render import ClusterInput, DeviceInput, RenderError, render_device
 from tests.support.talos import check_golden, cluster_spec, device_spec, redact
 from trellis.api.talos import TalosClusterSpec, TalosDeviceSpec
+from trellis.operators.talosdevice.bundle import SecretsBundle, generate_bundle
+from trellis.operators.talosdevice.contract import CONTRACTS, UnsupportedTalosVersion
+from trellis.operators.talosdevice.documents import talos_size
+from trellis.operators.talosdevice.render import ClusterInput, DeviceInput, RenderError, render_device
 
 REGISTRY_DOCS = [
     {

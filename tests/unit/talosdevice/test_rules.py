@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from operators.talosdevice.objects import device_status, status_changes
-from operators.talosdevice.rules import (
+from trellis.api.talos import AutoApprovalRule
+from trellis.operators.talosdevice.objects import device_status, status_changes
+from trellis.operators.talosdevice.rules import (
     DeviceFacts,
     Verdict,
     addresses_of,
@@ -14,8 +15,7 @@ from operators.talosdevice.rules import (
     cluster_verdicts,
     endpoint_ip,
 )
-from operators.talosdevice.tokens import device_token, token_key, token_matches
-from trellis.api.talos import AutoApprovalRule
+from trellis.operators.talosdevice.tokens import device_token, token_key, token_matches
 
 ENDPOINT = "https://10.0.0.10:6443"
 
