@@ -6,6 +6,12 @@ K8S_VERSION    := v1.35.4
 HELM_VERSION   := v3.21.4
 SANITY_VERSION := v5.4.0
 CSI_SPEC       := v1.12.0
+# k8s.io/kubelet module of K8S_VERSION (v1.X.Y -> v0.X.Y): the plugin registration API's proto.
+KUBELET_API    := $(patsubst v1.%,v0.%,$(K8S_VERSION))
+# CSI sidecars built from their Go modules (hack/csi-sidecars.sh) and shipped as images (make image).
+PROVISIONER_VERSION := v6.3.0
+SNAPSHOTTER_VERSION := v8.7.0
+export PROVISIONER_VERSION SNAPSHOTTER_VERSION
 
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -21,11 +27,12 @@ LDFLAGS := -s -w -X k8s.io/component-base/version.gitVersion=$(K8S_VERSION) \
 
 PYTEST_ARGS ?=
 
-.PHONY: help up down status test unit lint crds tools sysdeps venv bench clean bench-csi
+.PHONY: help up down status test unit lint crds tools sysdeps venv bench clean bench-csi image FORCE
 help:
 	@echo "make up     - start control plane, simulators, operators and CSI driver with the examples"
 	@echo "make test   - set everything up and run the whole test suite"
 	@echo "make lint   - ruff + mypy"
+	@echo "make image  - build every container image into build/images/ (IMAGE_BASE, IMAGE_REGISTRY)"
 	@echo "make crds   - regenerate crds/ and the chart's CRDs from the pydantic models"
 	@echo "make down   - stop what 'make up' started"
 
@@ -55,14 +62,21 @@ $(BIN)/talos-validate: hack/talosvalidate/go.mod hack/talosvalidate/go.sum $(wil
 	cd hack/talosvalidate && CGO_ENABLED=0 go build -trimpath -o $(CURDIR)/$@ .
 build/proto/csi.proto: hack/csi-proto.sh
 	bash hack/csi-proto.sh $(CSI_SPEC) build/proto
-$(BIN)/csi-provisioner: hack/csi-sidecars.sh
-	bash hack/csi-sidecars.sh $(CURDIR)/$(BIN)
+build/proto/pluginregistration.proto: hack/kubelet-proto.sh
+	bash hack/kubelet-proto.sh $(KUBELET_API) build/proto
+# Rebuilt when hack/csi-sidecars.sh or a version above changes (build/.sidecar-versions).
+build/.sidecar-versions: FORCE
+	@mkdir -p build; echo "$(PROVISIONER_VERSION) $(SNAPSHOTTER_VERSION)" | cmp -s - $@ || echo "$(PROVISIONER_VERSION) $(SNAPSHOTTER_VERSION)" > $@
+$(BIN)/csi-provisioner $(BIN)/csi-snapshotter $(BIN)/snapshot-controller: hack/csi-sidecars.sh build/.sidecar-versions
+	bash hack/csi-sidecars.sh $(CURDIR)/$(BIN) $(notdir $@)
 $(BIN)/csi-sanity-runner: hack/csi-sanity/go.mod hack/csi-sanity/go.sum hack/csi-sanity/main.go
 	cd hack/csi-sanity && CGO_ENABLED=0 go build -trimpath -o $(CURDIR)/$@ .
 # CSI stubs: generated, never committed (csi/_gen/ is ignored).
 csi/_gen/csi_pb2.py: build/proto/csi.proto $(VENV)/.installed
 	$(PY) -m trellis.csi.stubs build/proto/csi.proto
-tools: $(BIN)/trellis-testenv $(BIN)/kubectl $(BIN)/helm $(BIN)/csi-sanity build/proto/csi.proto $(BIN)/talos-validate csi/_gen/csi_pb2.py $(BIN)/csi-sanity-runner $(BIN)/csi-provisioner
+csi/_gen/pluginregistration_pb2.py: build/proto/pluginregistration.proto $(VENV)/.installed
+	$(PY) -m trellis.csi.stubs build/proto/pluginregistration.proto
+tools: $(BIN)/trellis-testenv $(BIN)/kubectl $(BIN)/helm $(BIN)/csi-sanity build/proto/csi.proto $(BIN)/talos-validate csi/_gen/csi_pb2.py csi/_gen/pluginregistration_pb2.py $(BIN)/csi-sanity-runner $(BIN)/csi-provisioner
 
 crds: venv
 	$(PY) -m trellis.crdgen --out crds --chart charts/trellis/crds
@@ -72,10 +86,16 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy trellis hack/rossim
 
-test: venv sysdeps tools
+# Container images (hack/image.sh): OCI archives and images.json in build/images/; cached by inputs.
+IMAGE_DEPS := $(VENV)/.installed csi/_gen/csi_pb2.py csi/_gen/pluginregistration_pb2.py $(BIN)/csi-provisioner $(BIN)/csi-snapshotter $(BIN)/snapshot-controller
+image: sysdeps $(IMAGE_DEPS)
+	PY=$(PY) BIN=$(BIN) bash hack/image.sh
+
+# The image tests (tests/integration/images) use what `make image` wrote; it is cached, so cheap.
+test: venv sysdeps tools image
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-unit: venv csi/_gen/csi_pb2.py
+unit: venv csi/_gen/csi_pb2.py csi/_gen/pluginregistration_pb2.py
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 up: venv sysdeps tools

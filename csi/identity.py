@@ -65,3 +65,21 @@ class IdentityService(_Base):
                 ok = False
             self._last = (time.monotonic(), ok)
             return ok
+
+
+def probe_over_socket(endpoint: str, timeout: float) -> Callable[[], bool]:
+    """A liveness check that does what the livenessprobe sidecar does: call this plugin's own Probe
+    over its gRPC socket, so a wedged server (every worker stuck) fails it, not only a dead process."""
+    import grpc
+
+    stub = pb_grpc.IdentityStub(grpc.insecure_channel(endpoint))
+
+    def healthy() -> bool:
+        try:
+            response = stub.Probe(pb.ProbeRequest(), timeout=timeout)
+        except grpc.RpcError as exc:
+            log.warning("liveness: Probe failed", extra={"error": str(exc.code())})
+            return False
+        return not response.HasField("ready") or bool(response.ready.value)
+
+    return healthy

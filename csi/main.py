@@ -14,6 +14,8 @@ from trellis.csi import DRIVER_NAME, TOPOLOGY_KEY, logs, metrics, version
 from trellis.csi.params import ParameterError, VolumeParams, check_address, check_base_path, check_nqn_prefix
 
 log = logging.getLogger("csi")
+# kubelet's plugin watcher directory (--root-dir /var/lib/kubelet)
+REGISTRATION_DIR = "/var/lib/kubelet/plugins_registry"
 
 
 def _bool(text: str) -> bool:
@@ -32,7 +34,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--node-id", default=os.environ.get("NODE_NAME") or socket.gethostname())
     p.add_argument("--topology", default="default", help=f"this RDS's value of the {TOPOLOGY_KEY} segment")
     p.add_argument("--workers", type=int, default=64, help="gRPC worker threads")
-    p.add_argument("--metrics-address", default=":9810", help="host:port for /metrics ('' disables)")
+    p.add_argument(
+        "--metrics-address", default=":9810", help="host:port for /metrics and /healthz ('' disables)"
+    )
+    p.add_argument(
+        "--probe-timeout", type=float, default=15.0, help="/healthz: seconds the Probe call may take"
+    )
     p.add_argument("--log-format", choices=("json", "text"), default="json")
     p.add_argument("--log-level", default="INFO")
 
@@ -67,6 +74,16 @@ def parser() -> argparse.ArgumentParser:
     node.add_argument("--sysfs", default="/sys")
     node.add_argument("--host-nqn", help="NVMe host NQN (default: /etc/nvme/hostnqn via nvme-cli)")
     node.add_argument("--device-timeout", type=float, default=30.0)
+    node.add_argument(
+        "--registration-dir",
+        help="kubelet's plugin registration directory, where the plugin serves <driver-name>-reg.sock "
+        "for kubelet's plugin watcher (default: /var/lib/kubelet/plugins_registry in node mode, "
+        "none in all mode; '' disables registration)",
+    )
+    node.add_argument(
+        "--kubelet-registration-path",
+        help="the CSI socket's path on the host, as kubelet dials it (default: the --endpoint path)",
+    )
     return p
 
 
@@ -135,28 +152,66 @@ def build_node(args: argparse.Namespace) -> object:
     return NodeService(args.node_id, {TOPOLOGY_KEY: args.topology}, transport)  # type: ignore[arg-type]
 
 
+def registration_dir(args: argparse.Namespace) -> Path | None:
+    """Where to register with kubelet; None when this process does not (controller, dev, csi-sanity)."""
+    if args.mode == "controller":
+        return None
+    value = args.registration_dir
+    if value is None:
+        # `all` runs the whole driver in one process for development and csi-sanity, with no kubelet.
+        value = REGISTRATION_DIR if args.mode == "node" else ""
+    return Path(value) if value else None
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     logs.configure(args.log_format, args.log_level)
-    from trellis.csi.identity import IdentityService
+    from trellis.csi.identity import IdentityService, probe_over_socket
     from trellis.csi.server import build_server
 
     controller, check = build_controller(args) if args.mode in ("controller", "all") else (None, None)
     node = build_node(args) if args.mode in ("node", "all") else None
+    reg_dir = registration_dir(args)
+    if reg_dir is not None:
+        from trellis.csi.registration import Registration, RegistrationError, kubelet_endpoint
+
+        try:
+            reg_endpoint = kubelet_endpoint(args.kubelet_registration_path, args.endpoint)
+        except RegistrationError as exc:
+            raise SystemExit(str(exc)) from None
     identity = IdentityService(controller=controller is not None, check=check, name=args.driver_name)  # type: ignore[arg-type]
     if args.metrics_address:
-        metrics.serve(args.metrics_address)
+        metrics.serve(args.metrics_address, healthy=probe_over_socket(args.endpoint, args.probe_timeout))
     server = build_server(
         args.endpoint, identity=identity, controller=controller, node=node, workers=args.workers
     )
     server.start()
     log.info("serving", extra={"endpoint": args.endpoint, "mode": args.mode, "version": version()})
     stop = threading.Event()
+    refused: list[str] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    registration = None
+    if reg_dir is not None:
+
+        def on_refused(error: str) -> None:
+            refused.append(error)
+            stop.set()
+
+        # After the CSI server: kubelet calls NodeGetInfo on the endpoint as soon as it registers.
+        registration = Registration(reg_dir, args.driver_name, reg_endpoint, on_refused)
+        try:
+            registration.start()
+        except RegistrationError as exc:
+            server.stop(grace=0).wait()
+            raise SystemExit(str(exc)) from None
     stop.wait()
     log.info("stopping")
+    if registration is not None:
+        registration.stop()
     server.stop(grace=5).wait()
+    if refused:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

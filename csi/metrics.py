@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
 from trellis.routeros.ssh import PoolStats
@@ -45,6 +49,18 @@ NODE_OPERATIONS = Counter(
     registry=REGISTRY,
 )
 
+KUBELET_REGISTRATIONS = Counter(
+    "trellis_csi_kubelet_registration_notifications_total",
+    "Registration statuses kubelet reported to the node plugin, by result (registered, failed).",
+    ["result"],
+    registry=REGISTRY,
+)
+KUBELET_REGISTERED = Gauge(
+    "trellis_csi_kubelet_registered",
+    "1 once kubelet reported this node plugin registered; 0 before that (or with registration off).",
+    registry=REGISTRY,
+)
+
 
 def observe_routeros(outcome: str, seconds: float) -> None:
     ROUTEROS_COMMANDS.labels(outcome).inc()
@@ -79,7 +95,24 @@ def watch_pool(stats: Callable[[], PoolStats]) -> None:
     REGISTRY.register(PoolCollector(stats))
 
 
-def serve(address: str) -> None:
-    """Serve ``/metrics`` on ``host:port`` (``:port`` for all interfaces)."""
+def serve(address: str, healthy: Callable[[], bool] | None = None) -> None:
+    """Serve ``/metrics`` and, given ``healthy``, ``/healthz`` on ``host:port`` (``:port``: all
+    interfaces). ``/healthz`` answers 200 when ``healthy()`` is true and 503 otherwise, so kubelet's
+    liveness probe needs no livenessprobe sidecar (an image that cannot always be had)."""
     host, _, port = address.rpartition(":")
-    start_http_server(int(port), addr=host or "0.0.0.0", registry=REGISTRY)
+    metrics_app = make_wsgi_app(REGISTRY)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if environ.get("PATH_INFO") == "/healthz" and healthy is not None:
+            ok = healthy()
+            start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")])
+            return [b"ok\n" if ok else b"not ready\n"]
+        return metrics_app(environ, start_response)
+
+    server = make_server(host or "0.0.0.0", int(port), app, ThreadingWSGIServer, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Probes every few seconds would flood the JSON log; requests are not logged."""

@@ -15,6 +15,9 @@ packages=(
   nvme-cli            # parsed by the CSI node plugin (outputs and sysfs)
   e2fsprogs xfsprogs util-linux mount
   tftp-hpa            # real TFTP client
+  buildah             # make image: builds the container images (vfs storage, chroot isolation)
+  debootstrap         # make image: the local Debian bookworm base when no registry is reachable
+  skopeo              # image tests: copies OCI archives to and from a registry, digests intact
   dnsutils            # dig
   jq
 )

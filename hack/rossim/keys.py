@@ -36,12 +36,25 @@ def host_key(data_dir: Path) -> paramiko.PKey:
     return paramiko.Ed25519Key.from_private_key_file(str(path))
 
 
-def tls_material(data_dir: Path) -> tuple[Path, Path]:
-    """A self-signed certificate (it is its own CA) for api-ssl, valid for 127.0.0.1 and localhost."""
+def _covers(cert_path: Path, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return address in names.get_values_for_type(x509.IPAddress)
+
+
+def tls_material(data_dir: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
+    """A self-signed certificate (it is its own CA) for api-ssl, valid for localhost, 127.0.0.1 and
+    the address the simulator listens on (a lab address that Pods reach it at)."""
     cert_path = data_dir / "api-ssl.crt"
     key_path = data_dir / "api-ssl.key"
-    if cert_path.exists() and key_path.exists():
+    loopback = ipaddress.IPv4Address("127.0.0.1")
+    try:
+        listen = ipaddress.ip_address(host)
+    except ValueError:
+        listen = loopback  # a name such as localhost: covered by the DNS name
+    if cert_path.exists() and key_path.exists() and _covers(cert_path, listen):
         return cert_path, key_path
+    addresses = [x509.IPAddress(loopback)] + ([x509.IPAddress(listen)] if listen != loopback else [])
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rossim api-ssl")])
     now = datetime.datetime.now(datetime.UTC)
@@ -55,9 +68,7 @@ def tls_material(data_dir: Path) -> tuple[Path, Path]:
         .not_valid_after(now + datetime.timedelta(days=3650))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.IPv4Address("127.0.0.1"))]
-            ),
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), *addresses]),
             critical=False,
         )
         .sign(key, hashes.SHA256())

@@ -58,7 +58,7 @@ class Simulator:
             self.ssh.start()
         tls = None
         if self._ports["api_tls"] is not None:
-            self.tls_cert, tls_key = keys.tls_material(self.data_dir)
+            self.tls_cert, tls_key = keys.tls_material(self.data_dir, self.host)
             tls = (self.tls_cert, tls_key)
         if self._ports["api"] is not None or tls is not None:
             self.api = ApiServer(self.device, self.host, self._ports["api"], self._ports["api_tls"], tls)

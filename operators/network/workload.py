@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from trellis import API_VERSION
+from trellis import API_VERSION, __version__
 from trellis.api.network import NetworkSpec
 from trellis.operators.network.dnsmasq import CONFIG_KEY, checksum
 
@@ -18,6 +18,7 @@ NETWORK_LABEL = "trellis.dev/network"
 CONFIG_DIR = "/etc/dnsmasq-trellis"
 RUN_DIR = "/run/trellis"
 LEASE_DIR = "/var/lib/trellis-dnsmasq"
+IMAGES = "ghcr.io/trellis-dev"
 
 
 @dataclass(frozen=True)
@@ -31,8 +32,9 @@ class WorkloadSettings:
     def from_env(cls) -> WorkloadSettings:
         return cls(
             namespace=os.environ.get("TRELLIS_NAMESPACE", "trellis-system"),
-            dnsmasq_image=os.environ.get("TRELLIS_DNSMASQ_IMAGE", "ghcr.io/trellis-dev/dnsmasq:latest"),
-            picker_image=os.environ.get("TRELLIS_OPERATOR_IMAGE", "ghcr.io/trellis-dev/trellis:latest"),
+            # What `make image` builds (hack/image.sh); the chart always sets both.
+            dnsmasq_image=os.environ.get("TRELLIS_DNSMASQ_IMAGE", f"{IMAGES}/dnsmasq:{__version__}"),
+            picker_image=os.environ.get("TRELLIS_OPERATOR_IMAGE", f"{IMAGES}/trellis:{__version__}"),
             image_pull_policy=os.environ.get("TRELLIS_IMAGE_PULL_POLICY", "IfNotPresent"),
         )
 
@@ -123,6 +125,9 @@ def deployment(
                 "imagePullPolicy": settings.image_pull_policy,
                 "command": ["python", "-m", "trellis.operators.network.ifpicker", *picker_args],
                 "securityContext": {
+                    # The Trellis image's user is 65532, and capabilities added to a non-root
+                    # container are not effective: NET_ADMIN needs uid 0 here.
+                    "runAsUser": 0,
                     "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN"]},
                     "allowPrivilegeEscalation": False,
                 },

@@ -137,7 +137,7 @@ def start_driver(
     argv = [
         sys.executable,
         "-m",
-        "csi",
+        "trellis.csi",
         "--mode",
         mode,
         "--endpoint",

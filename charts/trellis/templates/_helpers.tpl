@@ -86,3 +86,9 @@ imagePullSecrets:
 {{ toYaml . }}
 {{- end }}
 {{- end -}}
+
+{{/* An image built next to the Trellis image (same registry directory and tag): (dict "root" $ "name" "dnsmasq"). */}}
+{{- define "trellis.siblingImage" -}}
+{{- $image := .root.Values.global.image -}}
+{{- printf "%s/%s:%s" (dir $image.repository) .name (default .root.Chart.AppVersion $image.tag) -}}
+{{- end -}}

@@ -48,10 +48,22 @@ def test_csi_objects_render_and_are_accepted(control_plane: ControlPlane, namesp
     plugin = node["containers"][0]
     assert plugin["securityContext"]["privileged"] is True
     assert any(m.get("mountPropagation") == "Bidirectional" for m in plugin["volumeMounts"])
-    assert {c["name"] for c in node["containers"]} == {"plugin", "node-driver-registrar", "liveness-probe"}
+    # The plugin registers itself with kubelet: no node-driver-registrar sidecar.
+    assert [c["name"] for c in node["containers"]] == ["plugin"]  # no registrar, no liveness sidecar
+    assert plugin["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert "--registration-dir=/registration" in plugin["args"]
+    kubelet_path = "--kubelet-registration-path=/var/lib/kubelet/plugins/rds.csi.trellis.dev/csi.sock"
+    assert kubelet_path in plugin["args"]
+    volumes = {v["name"]: v for v in node["volumes"]}
+    mounts = {m["name"]: m["mountPath"] for m in plugin["volumeMounts"]}
+    assert mounts["registration-dir"] == "/registration"
+    assert volumes["registration-dir"]["hostPath"]["path"] == "/var/lib/kubelet/plugins_registry"
+    # The CSI socket kubelet is told about is the one the plugin serves: plugin-dir at /csi.
+    assert "--endpoint=unix:///csi/csi.sock" in plugin["args"] and mounts["plugin-dir"] == "/csi"
+    assert volumes["plugin-dir"]["hostPath"]["path"] == "/var/lib/kubelet/plugins/rds.csi.trellis.dev"
     controller = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
     assert {c["name"] for c in controller["containers"]} == {
-        "plugin", "csi-provisioner", "csi-resizer", "csi-snapshotter", "liveness-probe"
+        "plugin", "csi-provisioner", "csi-resizer", "csi-snapshotter"
     }  # fmt: skip
     applied = control_plane.kubectl(
         "apply", "--dry-run=server", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(docs), check=False

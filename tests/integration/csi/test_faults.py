@@ -7,6 +7,8 @@ file that no volume owns afterwards.
 from __future__ import annotations
 
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,15 @@ def _clean_faults(sim: RosSim) -> Iterator[None]:
     sim.control.clear_faults()
     yield
     sim.control.clear_faults()
+
+
+def healthz(driver: Driver) -> int:
+    """The status of the plugin's own /healthz (what kubelet's liveness probe asks)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{driver.metrics_port}/healthz", timeout=30) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
 
 
 def assert_no_orphans(sim: RosSim) -> None:
@@ -104,9 +115,11 @@ def test_refused_add_leaves_nothing(driver: Driver, sim: RosSim, pb: Any) -> Non
 
 def test_rds_reboot(driver: Driver, sim: RosSim, pb: Any) -> None:
     vol = driver.controller.CreateVolume(create_request(pb, "pvc-before-reboot")).volume
+    assert healthz(driver) == 200
     time.sleep(5.1)  # let the Probe cache expire so it checks the RDS again
     sim.control.reboot(down_seconds=6)
     assert driver.identity.Probe(pb.ProbeRequest()).ready.value is False
+    assert healthz(driver) == 503, "kubelet's liveness probe sees the plugin's own Probe"
     req = create_request(pb, "pvc-during-reboot")
     assert code(lambda: driver.controller.CreateVolume(req)) == grpc.StatusCode.UNAVAILABLE
 
@@ -119,6 +132,7 @@ def test_rds_reboot(driver: Driver, sim: RosSim, pb: Any) -> None:
             return False
 
     wait_for(recovered, timeout=30, interval=0.5, what="CreateVolume after the RDS is back")
+    wait_for(lambda: healthz(driver) == 200, timeout=30, interval=0.5, what="/healthz 200 again")
     assert {vol.volume_id, naming.volume_id("pvc-during-reboot")} <= disk_slots(sim)
     assert_no_orphans(sim)
     for vid in (vol.volume_id, naming.volume_id("pvc-during-reboot")):
