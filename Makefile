@@ -52,6 +52,11 @@ sysdeps: build/.sysdeps
 $(BIN)/trellis-testenv: hack/testenv/go.mod hack/testenv/go.sum $(wildcard hack/testenv/*.go)
 	mkdir -p $(BIN)
 	cd hack/testenv && CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o $(CURDIR)/$@ .
+# The test node's kubelet and kube-proxy (hack/labnode): same module set as trellis-testenv, its
+# own binary so sessions without a node do not link a kubelet. Warm Go cache: seconds.
+$(BIN)/trellis-node: hack/testenv/go.mod hack/testenv/go.sum $(wildcard hack/testenv/node/*.go)
+	mkdir -p $(BIN)
+	cd hack/testenv && CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o $(CURDIR)/$@ ./node
 $(BIN)/kubectl: $(BIN)/trellis-testenv
 	ln -sf trellis-testenv $@
 $(BIN)/helm:
@@ -76,7 +81,7 @@ csi/_gen/csi_pb2.py: build/proto/csi.proto $(VENV)/.installed
 	$(PY) -m trellis.csi.stubs build/proto/csi.proto
 csi/_gen/pluginregistration_pb2.py: build/proto/pluginregistration.proto $(VENV)/.installed
 	$(PY) -m trellis.csi.stubs build/proto/pluginregistration.proto
-tools: $(BIN)/trellis-testenv $(BIN)/kubectl $(BIN)/helm $(BIN)/csi-sanity build/proto/csi.proto $(BIN)/talos-validate csi/_gen/csi_pb2.py csi/_gen/pluginregistration_pb2.py $(BIN)/csi-sanity-runner $(BIN)/csi-provisioner
+tools: $(BIN)/trellis-testenv $(BIN)/trellis-node $(BIN)/kubectl $(BIN)/helm $(BIN)/csi-sanity build/proto/csi.proto $(BIN)/talos-validate csi/_gen/csi_pb2.py csi/_gen/pluginregistration_pb2.py $(BIN)/csi-sanity-runner $(BIN)/csi-provisioner
 
 crds: venv
 	$(PY) -m trellis.crdgen --out crds --chart charts/trellis/crds
@@ -84,7 +89,7 @@ crds: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy trellis hack/rossim
+	$(VENV)/bin/mypy trellis hack/rossim hack/labnode
 
 # Container images (hack/image.sh): OCI archives and images.json in build/images/; cached by inputs.
 IMAGE_DEPS := $(VENV)/.installed csi/_gen/csi_pb2.py csi/_gen/pluginregistration_pb2.py $(BIN)/csi-provisioner $(BIN)/csi-snapshotter $(BIN)/snapshot-controller
@@ -98,7 +103,7 @@ test: venv sysdeps tools image
 unit: venv csi/_gen/csi_pb2.py csi/_gen/pluginregistration_pb2.py
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-up: venv sysdeps tools
+up: venv sysdeps tools image
 	bash hack/up.sh
 
 down:

@@ -59,6 +59,6 @@ if want snapshot-controller || want csi-snapshotter; then
   # The VolumeSnapshot CRDs of the same release (the snapshot-controller and the tests need them).
   crds="$root/build/snapshot-crds"
   rm -rf "$crds" && mkdir -p "$crds"
-  install -m 0644 "$(module_dir "$snapshotter/client/v8" "$SNAPSHOTTER_VERSION")"/config/crd/*.yaml "$crds/"
+  install -m 0644 "$(module_dir "$snapshotter/client/v8" "$SNAPSHOTTER_VERSION")"/config/crd/*snapshot.storage.k8s.io_*.yaml "$crds/"
   echo "snapshot CRDs $SNAPSHOTTER_VERSION -> $crds"
 fi

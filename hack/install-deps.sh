@@ -18,6 +18,9 @@ packages=(
   buildah             # make image: builds the container images (vfs storage, chroot isolation)
   debootstrap         # make image: the local Debian bookworm base when no registry is reachable
   skopeo              # image tests: copies OCI archives to and from a registry, digests intact
+  containerd runc     # the test node's container runtime (hack/labnode; started with its own config)
+  containernetworking-plugins  # bridge, host-local and portmap CNI plugins for the test node's Pods
+  iptables            # kube-proxy (iptables mode) and the node's egress guard, inside its netns
   dnsutils            # dig
   jq
 )

@@ -14,8 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from labnode import Node
 
 from tests.support.kube import BIN, REPO, ControlPlane
+from tests.support.node import describe, pick_host_address, session_node
 from tests.support.wait import wait_for
 
 _server_version: list[str] = []
@@ -26,7 +28,9 @@ def _start_testenv(workdir: Path) -> tuple[subprocess.Popen[bytes], ControlPlane
     if not binary.exists():
         pytest.fail(f"{binary} is missing: run the tests through `make test`, which builds it")
     log = open(workdir / "testenv.out", "wb")  # noqa: SIM115 - lives as long as the process
-    proc = subprocess.Popen([str(binary), "up", "--dir", str(workdir)], stdout=log, stderr=subprocess.STDOUT)
+    # The apiserver advertises the host end of the (lazily started) node's veth: see `node`.
+    argv = [str(binary), "up", "--dir", str(workdir), "--host-address", pick_host_address()]
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
     ready = workdir / "ready.json"
 
     def is_ready() -> bool:
@@ -74,6 +78,15 @@ def _record_version(cp: ControlPlane) -> None:
     server = json.loads(out)["serverVersion"]
     _server_version.append(f"{server['gitVersion']} ({server['platform']})")
     print(f"\nkube-apiserver server version: {_server_version[-1]}")
+
+
+@pytest.fixture(scope="session")
+def node(control_plane: ControlPlane) -> Iterator[Node]:
+    """A real node (kubelet, containerd, kube-proxy; hack/labnode) for this session, started on
+    first use. With TRELLIS_KUBECONFIG, `make up`'s node is reused if it runs."""
+    with session_node(control_plane) as running:
+        print("\n" + describe(control_plane, running))
+        yield running
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,13 @@
 // Command trellis-testenv runs a real Kubernetes control plane for Trellis tests:
-// embedded etcd, kube-apiserver and kube-controller-manager on 127.0.0.1.
+// embedded etcd, kube-apiserver, kube-controller-manager and kube-scheduler on 127.0.0.1.
 //
 // It is a multi-call binary. Invoked as "kubectl" (by name or first argument) it is kubectl;
-// "apiserver" and "controller-manager" are the child processes that "up" supervises.
+// "apiserver", "controller-manager" and "scheduler" are the child processes that "up" supervises.
+//
+// The apiserver advertises --host-address (the host end of the test node's veth pair, see
+// hack/labnode), so the kubernetes Service points where Pods can reach it once a node runs;
+// without a node nothing uses that address. The CA key is written next to the CA so the node
+// can mint its kubelet credentials (system:node:<name>) for the Node authorizer.
 package main
 
 import (
@@ -38,11 +43,25 @@ import (
 	cmdutil "k8s.io/kubectl/pkg/cmd/util"
 	apiserverapp "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	kcmapp "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	schedapp "k8s.io/kubernetes/cmd/kube-scheduler/app"
 	_ "time/tzdata"
 )
 
+// defaultControllers is what a node needs (workloads, ServiceAccount tokens, Service endpoints,
+// volume attach) on top of garbage collection, namespace deletion and the PV binder. The
+// quota, HPA, CSR and cloud controllers are left out: nothing here uses them.
 const defaultControllers = "garbage-collector-controller,namespace-controller," +
-	"persistentvolume-binder-controller,persistentvolume-expander-controller"
+	"persistentvolume-binder-controller,persistentvolume-expander-controller," +
+	"persistentvolume-protection-controller,persistentvolumeclaim-protection-controller," +
+	"persistentvolume-attach-detach-controller,ephemeral-volume-controller," +
+	"deployment-controller,replicaset-controller,daemonset-controller,statefulset-controller," +
+	"job-controller,cronjob-controller,ttl-after-finished-controller,disruption-controller," +
+	"serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller," +
+	"endpoints-controller,endpointslice-controller,endpointslice-mirroring-controller," +
+	"node-lifecycle-controller,pod-garbage-collector-controller,taint-eviction-controller"
+
+// defaultHostAddress is the host end of the node's veth pair (hack/labnode uses the /30 around it).
+const defaultHostAddress = "10.199.0.1"
 
 func main() {
 	name := filepath.Base(os.Args[0])
@@ -65,13 +84,17 @@ func main() {
 		cmd := kcmapp.NewControllerManagerCommand()
 		cmd.SetArgs(args)
 		os.Exit(cli.Run(cmd))
+	case "scheduler":
+		cmd := schedapp.NewSchedulerCommand()
+		cmd.SetArgs(args)
+		os.Exit(cli.Run(cmd))
 	case "up":
 		if err := up(args); err != nil {
 			fmt.Fprintln(os.Stderr, "trellis-testenv:", err)
 			os.Exit(1)
 		}
 	default:
-		fmt.Fprintln(os.Stderr, "usage: trellis-testenv up --dir DIR | kubectl ... | apiserver ... | controller-manager ...")
+		fmt.Fprintln(os.Stderr, "usage: trellis-testenv up --dir DIR | kubectl ... | apiserver ... | controller-manager ... | scheduler ...")
 		os.Exit(2)
 	}
 }
@@ -90,9 +113,10 @@ func writePEM(path, kind string, der []byte) error {
 	return os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), 0o600)
 }
 
-// makeCerts writes a CA, an apiserver serving certificate for 127.0.0.1/localhost and a
-// service-account signing key, so clients can verify TLS instead of skipping it.
-func makeCerts(dir string) ([]byte, error) {
+// makeCerts writes a CA (with its key, for the node's kubelet credentials), the apiserver
+// serving certificate, the client certificates of the apiserver (to kubelets) and of the
+// scheduler, and a service-account signing key, so every client verifies TLS.
+func makeCerts(dir string, hostAddress net.IP) ([]byte, error) {
 	caKey, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		return nil, err
@@ -112,22 +136,45 @@ func makeCerts(dir string) ([]byte, error) {
 		return nil, err
 	}
 	ca, _ := x509.ParseCertificate(caDER)
-	srvKey, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
+	serial := int64(2)
+	issue := func(name string, tmpl *x509.Certificate) error {
+		key, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			return err
+		}
+		tmpl.SerialNumber = big.NewInt(serial)
+		serial++
+		tmpl.NotBefore, tmpl.NotAfter = now.Add(-time.Hour), now.Add(10*365*24*time.Hour)
+		tmpl.KeyUsage = x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+		if err != nil {
+			return err
+		}
+		if err := writePEM(filepath.Join(dir, name+".crt"), "CERTIFICATE", der); err != nil {
+			return err
+		}
+		return writePEM(filepath.Join(dir, name+".key"), "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(key))
+	}
+	if err := issue("apiserver", &x509.Certificate{
+		Subject:     pkix.Name{CommonName: "kube-apiserver"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:    []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("10.0.0.1"), hostAddress},
+	}); err != nil {
 		return nil, err
 	}
-	srvTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: "kube-apiserver"},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(10 * 365 * 24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("10.0.0.1")},
+	// kubectl logs/exec: kubelets authorize this identity with a SubjectAccessReview.
+	if err := issue("apiserver-kubelet-client", &x509.Certificate{
+		Subject:     pkix.Name{CommonName: "kube-apiserver-kubelet-client", Organization: []string{"system:masters"}},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}); err != nil {
+		return nil, err
 	}
-	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, ca, &srvKey.PublicKey, caKey)
-	if err != nil {
+	// The built-in system:kube-scheduler ClusterRoleBinding grants exactly what it needs.
+	if err := issue("scheduler", &x509.Certificate{
+		Subject:     pkix.Name{CommonName: "system:kube-scheduler"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}); err != nil {
 		return nil, err
 	}
 	saKey, err := rsa.GenerateKey(rand.Reader, 2048)
@@ -137,16 +184,36 @@ func makeCerts(dir string) ([]byte, error) {
 	if err := writePEM(filepath.Join(dir, "ca.crt"), "CERTIFICATE", caDER); err != nil {
 		return nil, err
 	}
-	if err := writePEM(filepath.Join(dir, "apiserver.crt"), "CERTIFICATE", srvDER); err != nil {
-		return nil, err
-	}
-	if err := writePEM(filepath.Join(dir, "apiserver.key"), "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(srvKey)); err != nil {
+	if err := writePEM(filepath.Join(dir, "ca.key"), "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(caKey)); err != nil {
 		return nil, err
 	}
 	if err := writePEM(filepath.Join(dir, "sa.key"), "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(saKey)); err != nil {
 		return nil, err
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), nil
+}
+
+// certKubeconfig is a kubeconfig that authenticates with a client certificate from makeCerts.
+func certKubeconfig(dir, server, name string) string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: trellis-testenv
+  cluster:
+    server: %s
+    certificate-authority: %s
+users:
+- name: %s
+  user:
+    client-certificate: %s
+    client-key: %s
+contexts:
+- name: trellis-testenv
+  context:
+    cluster: trellis-testenv
+    user: %s
+current-context: trellis-testenv
+`, server, filepath.Join(dir, "ca.crt"), name, filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key"), name)
 }
 
 func randomToken() string {
@@ -281,6 +348,9 @@ func up(argv []string) error {
 	dir := fs.String("dir", "", "state directory (kubeconfig, logs, etcd data)")
 	port := fs.Int("port", 0, "apiserver secure port (0 = pick a free one)")
 	controllers := fs.String("controllers", defaultControllers, "kube-controller-manager controllers")
+	hostAddr := fs.String("host-address", defaultHostAddress,
+		"address the apiserver advertises: the host end of the test node's veth pair")
+	scheduler := fs.Bool("scheduler", true, "run kube-scheduler")
 	if err := fs.Parse(argv); err != nil {
 		return err
 	}
@@ -290,8 +360,16 @@ func up(argv []string) error {
 	if err := os.MkdirAll(*dir, 0o700); err != nil {
 		return err
 	}
+	// Kubeconfigs written here name their certificate files by absolute path.
+	if abs, err := filepath.Abs(*dir); err == nil {
+		*dir = abs
+	}
 	_ = os.Remove(filepath.Join(*dir, "ready.json"))
-	ca, err := makeCerts(*dir)
+	hostIP := net.ParseIP(*hostAddr).To4()
+	if hostIP == nil {
+		return fmt.Errorf("--host-address %q is not an IPv4 address", *hostAddr)
+	}
+	ca, err := makeCerts(*dir, hostIP)
 	if err != nil {
 		return err
 	}
@@ -316,11 +394,11 @@ func up(argv []string) error {
 		return err
 	}
 	d := *dir
-	exited := make(chan string, 2)
+	exited := make(chan string, 3)
 	api, err := child(d, "apiserver", []string{
 		"--etcd-servers=" + etcdURL,
 		"--bind-address=127.0.0.1",
-		"--advertise-address=127.0.0.1",
+		"--advertise-address=" + hostIP.String(),
 		"--secure-port=" + strconv.Itoa(*port),
 		"--cert-dir=" + d,
 		"--tls-cert-file=" + filepath.Join(d, "apiserver.crt"),
@@ -330,8 +408,14 @@ func up(argv []string) error {
 		"--service-account-key-file=" + filepath.Join(d, "sa.key"),
 		"--service-account-signing-key-file=" + filepath.Join(d, "sa.key"),
 		"--token-auth-file=" + filepath.Join(d, "tokens.csv"),
-		"--authorization-mode=RBAC",
-		"--disable-admission-plugins=ServiceAccount",
+		"--client-ca-file=" + filepath.Join(d, "ca.crt"),
+		"--authorization-mode=Node,RBAC",
+		"--enable-admission-plugins=NodeRestriction",
+		// Node names do not resolve through the host's DNS; kubelets register their veth address.
+		"--kubelet-preferred-address-types=InternalIP",
+		"--kubelet-client-certificate=" + filepath.Join(d, "apiserver-kubelet-client.crt"),
+		"--kubelet-client-key=" + filepath.Join(d, "apiserver-kubelet-client.key"),
+		"--kubelet-certificate-authority=" + filepath.Join(d, "ca.crt"),
 		"--allow-privileged=true",
 		"--profiling=false",
 	}, exited)
@@ -362,14 +446,37 @@ func up(argv []string) error {
 		"--leader-elect=false",
 		"--use-service-account-credentials=false",
 		"--secure-port=0",
+		"--service-account-private-key-file=" + filepath.Join(d, "sa.key"),
+		"--root-ca-file=" + filepath.Join(d, "ca.crt"),
+		// A stopped test node should not keep Pods for the default 5 minutes.
+		"--node-monitor-grace-period=20s",
 	}, exited)
 	if err != nil {
 		stop()
 		return err
 	}
 	procs = append(procs, kcm)
+	if *scheduler {
+		schedKC := filepath.Join(d, "scheduler.kubeconfig")
+		if err := os.WriteFile(schedKC, []byte(certKubeconfig(d, server, "scheduler")), 0o600); err != nil {
+			stop()
+			return err
+		}
+		sched, err := child(d, "scheduler", []string{
+			"--kubeconfig=" + schedKC,
+			"--leader-elect=false",
+			"--secure-port=0",
+		}, exited)
+		if err != nil {
+			stop()
+			return err
+		}
+		procs = append(procs, sched)
+	}
 	info, _ := json.Marshal(map[string]any{
 		"server": server, "kubeconfig": kcPath, "pid": os.Getpid(), "etcd": etcdURL,
+		"dir": d, "port": *port, "host_address": hostIP.String(),
+		"ca": filepath.Join(d, "ca.crt"), "ca_key": filepath.Join(d, "ca.key"),
 	})
 	if err := os.WriteFile(filepath.Join(d, "ready.json"), info, 0o600); err != nil {
 		stop()

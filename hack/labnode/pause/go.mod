@@ -1,0 +1,3 @@
+module trellis.local/labnode/pause
+
+go 1.25.0
