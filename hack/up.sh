@@ -32,6 +32,8 @@ wait_http() { # URL TIMEOUT
 }
 
 down() {
+  # The node first, while the apiserver can still drain it (unmounts, Node object).
+  if [ -e "$RUN/node/state.json" ]; then python -m labnode down --dir "$RUN/node" || true; fi
   for pidfile in "$RUN"/*.pid; do
     [ -e "$pidfile" ] || continue
     pid=$(cat "$pidfile"); name=$(basename "$pidfile" .pid)
@@ -85,9 +87,10 @@ done
 
 echo "examples"
 kubectl create namespace trellis-examples --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+# The examples name 127.0.0.1 for the lab devices; here they listen on LAB_HOST (20-lab.sh).
 for f in docs/examples/*.yaml; do
   [ -e "$f" ] || continue
-  kubectl apply -n trellis-examples -f "$f" >/dev/null && echo "  applied $f"
+  sed "s/127\.0\.0\.1/$LAB_HOST/g" "$f" | kubectl apply -n trellis-examples -f - >/dev/null && echo "  applied $f"
 done
 
 cat <<TXT

@@ -1,28 +1,29 @@
-# Registry operator: the real registry binary (docker-registry) on loopback with the operator's own
+# Registry operator: the real registry binary (docker-registry) on LAB_HOST with the operator's own
 # rendered config.yml and a generated CA, described by an external Registry "sim-registry"
-# (docs/registry.md). Managed registries need a kubelet, which this control plane does not run.
+# (docs/registry.md).
 REG_RUN=$RUN/registry
 mkdir -p "$REG_RUN"
-if [ ! -f "$REG_RUN/config.yml" ]; then
-  python - "$REG_RUN" <<'PY'
+if [ ! -f "$REG_RUN/config.yml" ] || ! grep -qx "$LAB_HOST" "$REG_RUN/host" 2>/dev/null; then
+  python - "$REG_RUN" "$LAB_HOST" <<'PY'
 import socket, sys
 from pathlib import Path
 from trellis.operators.registry import pki
 from trellis.operators.registry.config import Paths, ServeOptions, render_config
-root = Path(sys.argv[1])
+root, host = Path(sys.argv[1]), sys.argv[2]
 with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
+    s.bind((host, 0))
     port = s.getsockname()[1]
 ca = pki.generate_ca("trellis make-up registry CA")
-serving = pki.issue_serving(ca, ["localhost", "127.0.0.1"])
+serving = pki.issue_serving(ca, ["localhost", "127.0.0.1", host])
 (root / "tls").mkdir(exist_ok=True)
 (root / "tls/tls.crt").write_text(serving.cert_pem)
 (root / "tls/tls.key").write_text(serving.key_pem)
 (root / "ca.crt").write_text(ca.cert_pem)
 (root / "port").write_text(str(port))
 paths = Paths(config=str(root / "config.yml"), storage=str(root / "data"), tls_dir=str(root / "tls"))
-opts = ServeOptions(name="sim-registry", port=port, listen_host="127.0.0.1", delete_enabled=True, paths=paths)
+opts = ServeOptions(name="sim-registry", port=port, listen_host=host, delete_enabled=True, paths=paths)
 (root / "config.yml").write_text(render_config(opts))
+(root / "host").write_text(host + "\n")
 PY
 fi
 start registry docker-registry serve "$REG_RUN/config.yml"
@@ -37,7 +38,7 @@ spec:
   mode: external
   mirrorOf: [docker.io]
   external:
-    url: https://127.0.0.1:$(cat "$REG_RUN/port")
+    url: https://$LAB_HOST:$(cat "$REG_RUN/port")
     caSecretRef: {name: sim-registry-ca, namespace: trellis-system, key: ca.crt}
 YAML
-echo "  Registry sim-registry -> docker-registry on https://127.0.0.1:$(cat "$REG_RUN/port") (kubectl get reg)"
+echo "  Registry sim-registry -> docker-registry on https://$LAB_HOST:$(cat "$REG_RUN/port") (kubectl get reg)"
