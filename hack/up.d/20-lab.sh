@@ -4,7 +4,7 @@
 # the host end of the node's veth (15-node.sh): the one host address the operators' Pods can reach.
 # The examples name 127.0.0.1; `make up` applies them with LAB_HOST in its place.
 LAB=$RUN/lab
-LAB_HOST=$(python -c 'import json,sys; print(json.load(open(sys.argv[1]))["host_ip"])' "$RUN/node/node.json")
+LAB_HOST=${LAB_HOST:-$(python -c 'import json,sys; print(json.load(open(sys.argv[1]))["host_ip"])' "$RUN/node/node.json")}
 export LAB_HOST
 EXAMPLES_NS=trellis-examples
 mkdir -p "$LAB/www" "$LAB/registry/data"

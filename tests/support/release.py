@@ -78,10 +78,11 @@ class LabDevices:
     rds_files: str
 
 
-def lab_values(lab: LabDevices, images: dict[str, Image]) -> dict[str, Any]:
+def lab_values(lab: LabDevices, images: dict[str, Image], default_class: bool = False) -> dict[str, Any]:
     """Chart values for the lab: our images, the boot service on a NodePort, the CSI driver on the
     simulated RDS with the loop transport (this kernel has no NVMe/TCP), no resizer (its image cannot
-    be built here: docs/operations.md)."""
+    be built here: docs/operations.md). ``default_class`` makes the RDS StorageClass the cluster's
+    default, so claims without a class (a managed Registry's) land on the RDS too."""
     repository, tag = split_reference(images["trellis"].reference)
     return {
         "global": {"image": {"repository": repository, "tag": tag, "pullPolicy": "IfNotPresent"}},
@@ -113,7 +114,7 @@ def lab_values(lab: LabDevices, images: dict[str, Image]) -> dict[str, Any]:
             "storageClasses": [
                 {
                     "name": STORAGE_CLASS,
-                    "default": False,
+                    "default": default_class,
                     "reclaimPolicy": "Delete",
                     "volumeBindingMode": "Immediate",
                     "allowVolumeExpansion": True,
@@ -217,6 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     values.add_argument("--rds-user", required=True)
     values.add_argument("--rds-key", type=Path, required=True, help="the SSH private key of --rds-user")
+    values.add_argument("--default-class", action="store_true", help="make the RDS StorageClass the default")
     args = parser.parse_args(argv)
     node = json.loads(args.node_json.read_text())
     rds = json.loads((args.rds_dir / "ready.json").read_text())
@@ -230,7 +232,7 @@ def main(argv: list[str] | None = None) -> None:
         rds_private_key=args.rds_key.read_text(),
         rds_files=str(args.rds_dir.resolve() / "files"),
     )
-    print(yaml.safe_dump(lab_values(lab, built_images()), sort_keys=False), end="")
+    print(yaml.safe_dump(lab_values(lab, built_images(), args.default_class), sort_keys=False), end="")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.integration.release.conftest import Release
-from tests.integration.release.test_2_volumes import (
+from tests.integration.release.test_3_volumes import (
     bound_pv,
     claim,
     delete_claim,
