@@ -65,10 +65,11 @@ $(BIN)/csi-sanity:
 	GOBIN=$(CURDIR)/$(BIN) CGO_ENABLED=0 go install github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity@$(SANITY_VERSION)
 $(BIN)/talos-validate: hack/talosvalidate/go.mod hack/talosvalidate/go.sum $(wildcard hack/talosvalidate/*.go)
 	cd hack/talosvalidate && CGO_ENABLED=0 go build -trimpath -o $(CURDIR)/$@ .
-build/proto/csi.proto: hack/csi-proto.sh
-	bash hack/csi-proto.sh $(CSI_SPEC) build/proto
-build/proto/pluginregistration.proto: hack/kubelet-proto.sh
-	bash hack/kubelet-proto.sh $(KUBELET_API) build/proto
+build/proto/csi.proto: hack/module-file.sh
+	bash hack/module-file.sh github.com/container-storage-interface/spec@$(CSI_SPEC) csi.proto $@
+# kubelet's plugin registration API (the CSI node plugin registers itself), kept as its own name.
+build/proto/pluginregistration.proto: hack/module-file.sh
+	bash hack/module-file.sh k8s.io/kubelet@$(KUBELET_API) pkg/apis/pluginregistration/v1/api.proto $@
 # Rebuilt when hack/csi-sidecars.sh or a version above changes (build/.sidecar-versions).
 build/.sidecar-versions: FORCE
 	@mkdir -p build; echo "$(PROVISIONER_VERSION) $(SNAPSHOTTER_VERSION)" | cmp -s - $@ || echo "$(PROVISIONER_VERSION) $(SNAPSHOTTER_VERSION)" > $@
