@@ -36,7 +36,10 @@ esac
 
 echo "control plane"
 if ! alive testenv; then rm -f "$RUN/testenv/ready.json"; fi
-start testenv bin/trellis-testenv up --dir "$RUN/testenv"
+# One apiserver port for the life of .run: etcd keeps the `kubernetes` Service's endpoint across
+# `make down`/`make up`, and Pods reach the apiserver through it.
+[ -s "$RUN/apiserver.port" ] || python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' > "$RUN/apiserver.port"
+start testenv bin/trellis-testenv up --dir "$RUN/testenv" --port "$(cat "$RUN/apiserver.port")"
 deadline=$((SECONDS + 240))
 until [ -f "$RUN/testenv/ready.json" ]; do
   alive testenv || { echo "control plane failed; see .run/logs/testenv.log and .run/testenv/*.log" >&2; exit 1; }
