@@ -18,6 +18,7 @@ from labnode import Node
 
 from tests.support.kube import BIN, REPO, ControlPlane
 from tests.support.node import describe, pick_host_address, session_node
+from tests.support.release import SUMMARY as release_summary
 from tests.support.wait import wait_for
 
 _server_version: list[str] = []
@@ -134,3 +135,5 @@ def log_dir(tmp_path: Path) -> Path:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if _server_version:
         terminalreporter.write_line(f"real kube-apiserver used by this session: {_server_version[0]}")
+    for text in release_summary:
+        terminalreporter.write_line(text)

@@ -27,6 +27,8 @@ DRIVER_NAME = "rds.csi.trellis.dev"
 BASE_PATH = "storage-pool/trellis-csi"
 STORAGE_CLASS = "rds-lab"
 BOOT_NODE_PORT = 30847
+# What the session's terminal summary shows of the release (tests/conftest.py): its Pods, the node.
+SUMMARY: list[str] = []
 
 
 @dataclass(frozen=True)

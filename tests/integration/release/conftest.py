@@ -22,9 +22,11 @@ from tests.support.release import (
     CHART,
     RELEASE,
     RELEASE_NAMESPACE,
+    SUMMARY,
     Image,
     LabDevices,
     built_images,
+    get_json,
     helm,
     lab_values,
     pod_summary,
@@ -115,7 +117,11 @@ def release(
         wait_for(lambda: not workloads_ready(cp, RELEASE_NAMESPACE), timeout=120, what="every workload ready")
     except AssertionError:
         raise AssertionError(f"release not ready:\n{pod_summary(cp)}") from None
-    print(f"\n{pod_summary(cp)}")
+    info = get_json(cp, "node", node.spec.name)["status"]["nodeInfo"]
+    SUMMARY.append(
+        f"helm release {RELEASE} on node {node.spec.name} (kubelet {info['kubeletVersion']}, "
+        f"{info['containerRuntimeVersion']}, {info['osImage']}):\n{pod_summary(cp).rstrip()}"
+    )
     yield rel
     if os.environ.get("TRELLIS_KEEP_RELEASE"):
         return
