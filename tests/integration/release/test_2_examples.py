@@ -63,8 +63,12 @@ def examples(release: Release, tmp_path_factory: pytest.TempPathFactory) -> Iter
             cp.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=substituted(path, host))
         yield host
     finally:
-        delete_examples(release, host)
-        subprocess.run(["bash", str(REPO / "hack" / "lab.sh"), "down", str(run)], timeout=120, check=False)
+        try:
+            delete_examples(release, host)
+        finally:
+            subprocess.run(
+                ["bash", str(REPO / "hack" / "lab.sh"), "down", str(run)], timeout=120, check=False
+            )
 
 
 def delete_examples(release: Release, host: str) -> None:
