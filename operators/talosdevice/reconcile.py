@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import logging
 import os
-import socket
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from pydantic import ValidationError
 
 from trellis.api.talos import TalosClusterSpec, TalosDeviceSpec
 from trellis.operators.talosdevice import objects as o
+from trellis.operators.talosdevice.apiprobe import ClientCredentials, client_context, talos_api_answers
 from trellis.operators.talosdevice.bundle import (
     SecretsBundle,
     admin_client_certificate,
@@ -220,7 +220,7 @@ def devices_pass(
     endpoint = (cluster.get("spec") or {}).get("endpoint", "")
     verdicts = cluster_verdicts([f for f in facts if f.name not in failed], endpoint)
     verdicts.update(failed)
-    installed = installed_devices(items, facts, verdicts)
+    installed = installed_devices(items, facts, verdicts, state.bundle if state else None)
     result = PassResult(counts={"controlPlanes": 0, "workers": 0, "pendingDevices": 0}, endpoint_device=None)
     ep = endpoint_ip(endpoint)
     for obj, fact in zip(items, facts, strict=True):
@@ -250,21 +250,17 @@ def devices_pass(
     return result
 
 
-def talos_api_answers(address: str, port: int, timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection((address, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def installed_devices(
-    items: list[dict[str, Any]], facts: list[DeviceFacts], verdicts: Mapping[str, Verdict]
+    items: list[dict[str, Any]],
+    facts: list[DeviceFacts],
+    verdicts: Mapping[str, Verdict],
+    bundle: SecretsBundle | None,
 ) -> dict[str, str]:
     """Devices whose config was served and whose Talos API now answers: installed and running.
 
-    Only devices in phase ConfigServed are probed (a TCP connect to apid), so an idle pass probes
-    nothing; the Kubernetes node's readiness lives in the workload cluster and is not seen here.
+    Only devices in phase ConfigServed are probed (a mutual-TLS handshake with apid using an admin
+    client certificate of the cluster: apiprobe.py), so an idle pass probes nothing; the
+    Kubernetes node's readiness lives in the workload cluster and is not seen here.
     """
     port = int(os.environ.get("TRELLIS_TALOS_API_PORT", str(TALOS_API_PORT)))
     targets: dict[str, str] = {}
@@ -275,12 +271,13 @@ def installed_devices(
         address = min(fact.addresses) if fact.addresses else fact.boot_ip
         if address:
             targets[fact.name] = address
-    if not targets:
+    if not targets or bundle is None:
         return {}
+    client = admin_client_certificate(bundle)
+    context = client_context(ClientCredentials(bundle.os.crt, client.crt, client.key))
     with ThreadPoolExecutor(max_workers=min(16, len(targets))) as pool:
-        answers = dict(
-            zip(targets, pool.map(lambda a: talos_api_answers(a, port), targets.values()), strict=True)
-        )
+        probes = pool.map(lambda a: talos_api_answers(a, port, context), targets.values())
+        answers = dict(zip(targets, probes, strict=True))
     return {name: f"{address}:{port}" for name, address in targets.items() if answers[name]}
 
 

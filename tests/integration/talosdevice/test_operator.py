@@ -10,6 +10,7 @@ import time
 import yaml
 
 from tests.integration.talosdevice.conftest import cluster, device, events, get, patch, wait_ready
+from tests.support.apid import FakeApid, self_signed_ca
 from tests.support.kube import ControlPlane
 from tests.support.operators import OperatorProcess
 from tests.support.wait import wait_for
@@ -311,11 +312,24 @@ def test_installed_when_talos_api_answers(
     def phase() -> str:
         return str(get(crds, "talosdevices", "w-1", namespace)["status"].get("phase"))
 
+    port = int(talos_operator.extra["talos_api_port"])
+    bundle = bundle_of(crds, namespace, "lab")
     # Nothing answers on the Talos API port yet: the device stays ConfigServed.
     time.sleep(6)  # one resync period of the operator under test (5 s)
     assert phase() == "ConfigServed"
-    with socket.socket() as apid:
-        apid.bind(("127.0.0.1", int(talos_operator.extra["talos_api_port"])))
-        apid.listen()
+    # Something that is not this cluster's Talos answers: a plain TCP service, then a TLS server
+    # with a certificate from another CA. Neither makes the device Installed.
+    with socket.socket() as plain:
+        plain.bind(("127.0.0.1", port))
+        plain.listen()
+        time.sleep(6)
+        assert phase() == "ConfigServed"
+    foreign_crt, foreign_key = self_signed_ca()
+    with FakeApid(port, foreign_crt, foreign_key, client_ca=bundle.os.crt) as impostor:
+        time.sleep(6)
+        assert phase() == "ConfigServed"
+        assert impostor.handshakes == 0  # the operator refused the certificate
+    with FakeApid(port, bundle.os.crt, bundle.os.key, client_ca=bundle.os.crt) as apid:
         wait_for(lambda: phase() == "Installed", timeout=30, what="phase Installed")
+        assert apid.handshakes >= 1  # the operator presented a client certificate apid accepted
     assert events(crds, namespace, "w-1", "Installed")
