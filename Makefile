@@ -90,7 +90,7 @@ crds: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy trellis hack/rossim hack/labnode
+	$(VENV)/bin/mypy trellis hack/rossim hack/labnode hack/rack
 
 # Container images (hack/image.sh): OCI archives and images.json in build/images/; cached by inputs.
 IMAGE_DEPS := $(VENV)/.installed csi/_gen/csi_pb2.py csi/_gen/pluginregistration_pb2.py $(BIN)/csi-provisioner $(BIN)/csi-snapshotter $(BIN)/snapshot-controller
@@ -98,13 +98,13 @@ image: sysdeps $(IMAGE_DEPS)
 	PY=$(PY) BIN=$(BIN) bash hack/image.sh
 
 # The image tests (tests/integration/images) use what `make image` wrote; it is cached, so cheap.
-test: venv sysdeps tools image
+test: venv sysdeps tools image guest
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: venv csi/_gen/csi_pb2.py csi/_gen/pluginregistration_pb2.py
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-up: venv sysdeps tools image
+up: venv sysdeps tools image guest
 	bash hack/up.sh
 
 down:
@@ -131,6 +131,17 @@ bench-network: venv sysdeps tools
 .PHONY: bench-boot
 bench-boot: venv tools
 	$(PY) hack/bench/boot_bench.py
+
+# Talos stand-in guest for QEMU VMs (kernel, initramfs, hybrid ISO; hack/guest); cached by inputs.
+# `bash hack/guest/smoke.sh` boots it in QEMU through network install, disk (SeaBIOS, OVMF) and ISO.
+.PHONY: guest
+guest: sysdeps
+	bash hack/guest/build.sh build/lab/guest
+
+# Seconds per boot stage for 1 and 4 virtual servers booting at once through a release (build/bench/boot-e2e.json).
+.PHONY: bench-boot-e2e
+bench-boot-e2e: venv sysdeps tools image guest
+	mkdir -p build/bench && $(PY) hack/bench/boot_e2e.py
 
 clean:
 	rm -rf build .run

@@ -12,6 +12,8 @@ packages=(
   docker-registry     # the CNCF distribution registry binary
   apache2-utils       # htpasswd for registry auth tests
   xorriso             # builds small ISO images for ISOCDROM tests
+  tgt                 # tgtd: rossim --iscsi-portal serves iscsi-export disks as real iSCSI targets
+  qemu-utils qemu-block-extra  # qemu-img/qemu-io with the libiscsi driver: the tests' iSCSI initiator
   nvme-cli            # parsed by the CSI node plugin (outputs and sysfs)
   e2fsprogs xfsprogs util-linux mount
   tftp-hpa            # real TFTP client
@@ -23,6 +25,15 @@ packages=(
   iptables            # kube-proxy (iptables mode) and the node's egress guard, inside its netns
   dnsutils            # dig
   jq
+  qemu-system-x86     # VMs that boot the Talos stand-in guest (hack/guest)
+  ipxe-qemu           # iPXE option ROMs QEMU's NICs network-boot with
+  ovmf                # UEFI firmware for the VMs (OVMF_CODE_4M.fd / OVMF_VARS_4M.fd)
+  seabios             # BIOS firmware for the VMs
+  grub-pc-bin         # hack/guest/build.sh: BIOS half of the hybrid stand-in ISO (grub-mkrescue)
+  grub-efi-amd64-bin  # hack/guest/build.sh: UEFI half of the hybrid stand-in ISO
+  mtools              # grub-mkrescue builds the ISO's EFI system partition image with it
+  cpio                # hack/guest/build.sh: the stand-in initramfs archive
+  xz-utils            # hack/guest/build.sh: initramfs compression (CRC32, as the kernel needs)
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -16,7 +16,9 @@ mkdir -p "$LOGS"
 source hack/up-lib.sh
 
 down() {
-  # The node first, while the apiserver can still drain it (unmounts, Node object).
+  # The virtual machines first: their network lives in the node's namespace.
+  if alive rack; then kill -TERM "$(cat "$RUN/rack.pid")"; for _ in $(seq 1 120); do alive rack || break; sleep 0.5; done; fi
+  # The node next, while the apiserver can still drain it (unmounts, Node object).
   if [ -e "$RUN/node/state.json" ]; then python -m labnode down --dir "$RUN/node" || true; fi
   stop_all
 }

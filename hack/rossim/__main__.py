@@ -44,6 +44,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--error-exit-status", type=int, choices=(0, 1), help="SSH exit status after an error")
     p.add_argument("--crlf", action="store_true", help="end CLI output lines with CRLF")
     p.add_argument("--no-empty", action="store_true", help="do not send !empty (RouterOS < 7.18)")
+    p.add_argument(
+        "--iscsi-portal",
+        metavar="ADDR[:PORT]",
+        help="serve iscsi-export disks as real iSCSI targets (a private tgtd) on this IPv4 address "
+        "(port 3260 by default, 0 = a free port); off by default",
+    )
+    p.add_argument("--iscsi-control-port", type=int, help="tgtd management port (tgtd -C); default derived")
     p.add_argument("--log-level", default="WARNING")
     args = p.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -61,6 +68,14 @@ def main(argv: list[str] | None = None) -> None:
         settings["crlf"] = True
     if args.no_empty:
         settings["emit_empty"] = False
+    portal = None
+    if args.iscsi_portal:
+        from rossim.iscsi import parse_portal
+
+        try:
+            portal = parse_portal(args.iscsi_portal)
+        except ValueError as exc:
+            p.error(str(exc))
     sim = Simulator(
         args.data_dir,
         host=args.host,
@@ -70,6 +85,8 @@ def main(argv: list[str] | None = None) -> None:
         control_port=args.control_port,
         settings=settings,
         rest_port=args.rest_port,
+        iscsi_portal=portal,
+        iscsi_control_port=args.iscsi_control_port,
     )
     for spec in args.user:
         name, _, rest = spec.partition(":")
@@ -90,7 +107,15 @@ def main(argv: list[str] | None = None) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    sim.start()
+    try:
+        sim.start()
+    except Exception as exc:
+        from rossim.iscsi import TgtError
+
+        if not isinstance(exc, TgtError):
+            raise
+        sim.stop()
+        raise SystemExit(f"rossim: iSCSI target: {exc}") from None
     stop.wait()
     sim.stop()
 

@@ -9,13 +9,16 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rossim import errors
 from rossim.faults import CommandLog, Faults
 from rossim.persist import Persistence
 from rossim.schema import API, Field, Menu, View, parse_value
 from rossim.storage import Storage
+
+if TYPE_CHECKING:
+    from rossim.iscsi import IscsiExports
 
 CLI = "cli"
 _ID = re.compile(r"\*([0-9A-Fa-f]+)")
@@ -77,6 +80,7 @@ class Device(Persistence):
         self._iface_cache: tuple[int, frozenset[str]] = (-1, frozenset())
         self._indexes: dict[tuple[str, tuple[str, ...]], dict[tuple[Any, ...], set[int]]] = {}
         self.storage = Storage(self, data_dir / "files")
+        self.iscsi: IscsiExports | None = None  # set when the simulator serves real iSCSI targets
         self._listeners: list[Callable[[str, str, int, View | None], None]] = []
         self._dirty = threading.Event()
         self._stop = threading.Event()

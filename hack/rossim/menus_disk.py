@@ -110,6 +110,9 @@ class DiskHooks(Hooks):
             out["nvme-tcp-server-nqn"] = slot
         if view.get("iscsi-server-iqn") is None:
             out["iscsi-server-iqn"] = IQN_PREFIX + slot
+        if device.iscsi is not None and "iscsi-server-port" not in device.table("disk").items.get(num, {}):
+            # the port clients must dial is the simulator's one real portal
+            out["iscsi-server-port"] = device.iscsi.port
         if view.get("type") == "file":
             rel = _rel(str(view.get("file-path", "")))
             actual = device.storage.size(rel) if rel else None
@@ -212,10 +215,14 @@ class DiskHooks(Hooks):
                 device.storage.create_sparse(rel, int(item["file-size"]))
         except OSError as exc:
             raise errors.failure(f"could not create file: {exc.strerror}") from None  # GUESS wording
+        if device.iscsi is not None:
+            device.iscsi.sync_item(device, num, item)
 
     def before_set(self, device: Device, num: int, new: dict[str, Any], old: dict[str, Any]) -> None:
         if new.get("type") == "file" and new.get("file-size") != old.get("file-size"):
             device.storage.create_sparse(_rel(str(new["file-path"])), int(new["file-size"]))
+        if device.iscsi is not None:
+            device.iscsi.sync_item(device, num, new)
 
     def before_remove(self, device: Device, num: int, item: dict[str, Any]) -> None:
         if "pool-size" in item:
@@ -223,6 +230,8 @@ class DiskHooks(Hooks):
             for other in device.table("disk").items.values():
                 if str(other.get("_backing", "")).split("/")[0] == mount:
                     raise errors.RosError(errors.DISK_IN_USE)
+        if device.iscsi is not None:
+            device.iscsi.sync_item(device, num, None)
 
     def command(self, device: Device, verb: str, nums: list[int], args: list[Arg], dialect: str) -> Any:
         if verb == "format-drive":

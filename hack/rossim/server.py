@@ -27,6 +27,8 @@ class Simulator:
         control_port: int | None = 0,
         settings: dict[str, Any] | None = None,
         rest_port: int | None = None,
+        iscsi_portal: tuple[str, int] | None = None,
+        iscsi_control_port: int | None = None,
     ) -> None:
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -47,12 +49,22 @@ class Simulator:
         }
         self.rest: Any = None
         self.tls_cert: Path | None = None
+        self._iscsi_portal = iscsi_portal
+        self._iscsi_control_port = iscsi_control_port
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
         from rossim.api import ApiServer
 
+        # First: tgtd is forked with a pre-exec hook, which must happen before any thread starts.
+        if self._iscsi_portal is not None:
+            from rossim.iscsi import IscsiExports, Tgtd
+
+            address, port = self._iscsi_portal
+            tgtd = Tgtd(address, port, self.data_dir / "tgtd.log", self._iscsi_control_port)
+            tgtd.start()
+            IscsiExports(tgtd).attach(self.device)
         if self._ports["ssh"] is not None:
             self.ssh = SSHServer(self.device, self.host, int(self._ports["ssh"]), self.host_key)
             self.ssh.start()
@@ -84,6 +96,9 @@ class Simulator:
         if self.rest:
             self.rest.close()
         self.device.stop_saver()
+        if self.device.iscsi is not None:
+            with self.device.lock:
+                self.device.iscsi.close()
 
     # ------------------------------------------------------------------ info
 
@@ -100,6 +115,8 @@ class Simulator:
             "ssh_port": self.ssh.port if self.ssh else None,
             "control_port": self.control.port if self.control else None,
             "rest_port": self.rest.port if self.rest else None,
+            "iscsi_portal": self.device.iscsi.tgtd.portal if self.device.iscsi else None,
+            "iscsi_control_port": self.device.iscsi.tgtd.control_port if self.device.iscsi else None,
             "data_dir": str(self.data_dir),
             "files_root": str(self.device.storage.root),
             "host_key": f"{self.host_key.get_name()} {self.host_key.get_base64()}",
@@ -127,6 +144,7 @@ class Simulator:
                     nvme_tcp_port=view.get("nvme-tcp-server-port"),
                     iscsi_export=bool(view.get("iscsi-export")),
                     iqn=view.get("iscsi-server-iqn"),
+                    iscsi_port=view.get("iscsi-server-port"),
                     disabled=bool(view.get("disabled")),
                 )
             out.append(entry)
@@ -157,8 +175,9 @@ class Simulator:
                         "protocol": "iscsi",
                         "slot": disk["slot"],
                         "iqn": disk["iqn"],
-                        "port": 3260,
+                        "port": disk["iscsi_port"],
                         "backing_path": disk["backing_path"],
+                        "served": self.device.iscsi is not None,
                     }
                 )
         return out
@@ -180,6 +199,8 @@ class Simulator:
         faults.down_until = now + down_seconds
         faults.exports_at = now + down_seconds + exports_delay
         dropped = self.drop_connections()
+        if self.device.iscsi is not None:
+            self.device.iscsi.suspend(self.device, faults.exports_at)
         if drop_file_disks:
             with self.device.lock:
                 table = self.device.table("disk")
@@ -202,6 +223,8 @@ class Simulator:
             self.device.faults.down_until = 0.0
             self.device.faults.exports_at = 0.0
             self.device.log.clear()
+            if self.device.iscsi is not None:
+                self.device.iscsi.sync_all(self.device, strict=False)
 
     def update_settings(self, changes: dict[str, Any], save: bool = True) -> dict[str, Any]:
         known = {f.name for f in fields(Settings)}

@@ -24,6 +24,9 @@ class Context:
     reservation_info: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     wakers: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
     dirty_reservations: set[tuple[str, str]] = field(default_factory=set)  # hosts to resync now
+    # (namespace, name) of a TalosDevice -> {"mac", "ref", "phase", "lastConfigFetch"}, fed by a watch.
+    devices: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    devices_listed: set[str] = field(default_factory=set)  # namespaces read once, watched since
     _networks: dict[str, tuple[float, bool]] = field(default_factory=dict)
 
     @classmethod
@@ -48,6 +51,10 @@ class Context:
 
     def forget_network(self, name: str) -> None:
         self._networks.pop(name, None)
+
+    def network_seen(self, name: str, exists: bool) -> None:
+        """A watch event is fresher than any cached read: a Network that appears counts at once."""
+        self._networks[name] = (time.monotonic(), exists)
 
 
 def info(body: dict[str, Any], reason: str, message: str) -> None:

@@ -14,7 +14,8 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 
 from trellis import GROUP
-from trellis.operators.baremetalhost import conflicts
+from trellis.api.common import normalize_mac
+from trellis.operators.baremetalhost import conflicts, install
 from trellis.operators.baremetalhost.config import Settings
 from trellis.operators.baremetalhost.context import Context
 from trellis.operators.baremetalhost.deletion import delete_host
@@ -67,6 +68,14 @@ async def bmh_macs(
     return {key: holder for key in conflicts.mac_keys(spec)}
 
 
+@kopf.index(GROUP, VERSION, PLURAL)
+async def bmh_networks(namespace: str | None, name: str, spec: kopf.Spec, **_: Any) -> dict[Any, Any]:
+    """Network name -> the hosts with a NIC on it."""
+    return {
+        nic["networkRef"]: (namespace or "", name) for nic in spec.get("nics") or [] if nic.get("networkRef")
+    }
+
+
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def host_changed(
     namespace: str | None, name: str, spec: kopf.Spec, bmh_macs: kopf.Index[Any, Any] | None = None, **_: Any
@@ -82,7 +91,13 @@ async def host_changed(
 
 @kopf.on.event(GROUP, VERSION, "dhcpreservations", labels={HOST_LABEL: kopf.PRESENT})
 async def reservation_changed(
-    event: kopf.RawEvent, namespace: str | None, name: str, labels: kopf.Labels, status: kopf.Status, **_: Any
+    event: kopf.RawEvent,
+    body: kopf.Body,
+    namespace: str | None,
+    name: str,
+    labels: kopf.Labels,
+    status: kopf.Status,
+    **_: Any,
 ) -> None:
     c, namespace = ctx(), namespace or ""
     host = labels[HOST_LABEL]
@@ -90,11 +105,63 @@ async def reservation_changed(
         c.reservation_info.pop((namespace, name), None)
         c.dirty_reservations.add((namespace, host))
     else:
-        seen = {"ip": status.get("ip"), "phase": status.get("phase"), "message": status.get("message")}
+        generation = (body.get("metadata") or {}).get("generation")
+        seen = {
+            "ip": status.get("ip"),
+            "phase": status.get("phase"),
+            "message": status.get("message"),
+            # Ready for the spec we wrote, not for the one before it (e.g. without the root-path).
+            "current": generation is not None and status.get("observedGeneration") == generation,
+        }
         if c.reservation_info.get((namespace, name)) == seen:
             return
         c.reservation_info[(namespace, name)] = seen
     c.wake(namespace, host)
+
+
+@kopf.on.event(GROUP, VERSION, "networks")
+async def network_changed(
+    event: kopf.RawEvent, name: str, bmh_networks: kopf.Index[Any, Any] | None = None, **_: Any
+) -> None:
+    """A Network that appears (or changes) lets its hosts reserve on it now, not at their next poll."""
+    c = ctx()
+    c.network_seen(name, event.get("type") != "DELETED")
+    index: Any = bmh_networks or {}
+    for namespace, host in index.get(name, []):
+        c.wake(namespace, host)
+
+
+@kopf.on.event(GROUP, VERSION, "talosdevices")
+async def device_changed(
+    event: kopf.RawEvent,
+    namespace: str | None,
+    name: str,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    bmh_macs: kopf.Index[Any, Any] | None = None,
+    **_: Any,
+) -> None:
+    """A linked device's phase is the evidence a host's install finished: wake that host at once."""
+    c, namespace = ctx(), namespace or ""
+    key = (namespace, name)
+    before = c.devices.get(key) or {}
+    if event.get("type") == "DELETED":
+        c.devices.pop(key, None)
+        seen: dict[str, Any] = {}
+    else:
+        seen = install.device_facts({"spec": spec, "status": status})
+        if before == seen:
+            return
+        c.devices[key] = seen
+    hosts = {ref for ref in (before.get("ref"), seen.get("ref")) if ref}
+    macs = {str(mac) for mac in (before.get("mac"), seen.get("mac")) if mac}
+    index: Any = bmh_macs or {}
+    for mac in macs:
+        for holder in index.get(("boot", normalize_mac(mac)), []):
+            if holder.namespace == namespace:
+                hosts.add(holder.name)
+    for host in hosts:
+        c.wake(namespace, host)
 
 
 async def _pause(wake: asyncio.Event, stopped: kopf.DaemonStopped, delay: float) -> None:

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from trellis.operators.baremetalhost import install
 from trellis.operators.baremetalhost import machine as m
 from trellis.operators.baremetalhost import status as st
 from trellis.operators.baremetalhost.bmc import (
@@ -66,6 +67,7 @@ class HostRunner:
         self.removed_annotations: dict[str, str] = {}
         self.bmc_condition = ("Unknown", "NotConnected", "the BMC has not been contacted yet")
         self.sync = ReservationSync(ctx, namespace, name, uid)
+        self.provisioned: tuple[str, str, str] | None = None  # the Provisioned condition
         self.lock = asyncio.Lock()  # one pass (or the deletion) at a time
 
     # -- the loop body -----------------------------------------------------------------------------
@@ -95,6 +97,7 @@ class HostRunner:
             self.bmc_condition,
             self.sync.condition,
             self.sync.duplicate,
+            self.provisioned,
         )
         await self._write(old, new)
         return delay
@@ -103,24 +106,29 @@ class HostRunner:
         self, body: dict[str, Any], spec: dict[str, Any], annotations: dict[str, str], new: dict[str, Any]
     ) -> float:
         now = time.monotonic()
-        if now < self.retry_at:
-            return self.retry_at - now
         action: m.Action | None = None
         state = st.state_of(new)
+        self.provisioned = install.condition(state, None, st.condition_of(new, "Provisioned"))
+        if now < self.retry_at:
+            return self.retry_at - now
         try:
             if state is not None:
                 await self._ensure_driver(spec)
                 if self.registered and (now >= self.next_poll or self.pending):
                     await self._poll(new)
+            if state == m.State.PROVISIONING:
+                await install.ensure_devices(self.ctx, self.namespace)
             action = m.plan(self._view(spec, annotations, new))
+            self.provisioned = install.condition(state, action, self.provisioned)
             delay = await self._execute(action, body, spec, annotations, new)
-            st.clear_error(new)
+            if not install.keeps_error(new):
+                st.clear_error(new)
             self.retry_at = 0.0
             return delay
         except WaitingFor as exc:
             self.sync.note_waiting(str(exc))
             return max(5.0, self.ctx.settings.fast_poll)
-        except (BMCError, SecretProblem, AddressError) as exc:
+        except (BMCError, SecretProblem, AddressError, install.InstallTimeout) as exc:
             return self._failed(body, state, action, exc, new)
 
     def _failed(
@@ -134,15 +142,8 @@ class HostRunner:
         if isinstance(exc, AuthenticationError | SecretProblem | AddressError):
             self.registered = False
             self.driver_key = None  # read the Secret again before the next attempt
-        reason = {
-            "authentication": "AuthenticationFailed",
-            "unreachable": "Unreachable",
-            "certificate": "CertificateNotTrusted",
-            "unsupported": "Unsupported",
-        }.get(getattr(exc, "kind", ""), "CredentialsMissing" if isinstance(exc, SecretProblem) else "Error")
-        if isinstance(exc, AddressError):
-            reason = "InvalidAddress"
-        self.bmc_condition = ("False", reason, str(exc))
+        if not isinstance(exc, install.InstallTimeout):
+            self._bmc_failed(exc)
         error_type = m.error_type(state, action if action is not None else m.PowerOn())
         if not self.registered and not isinstance(action, m.Transition):
             error_type = "RegistrationError"
@@ -154,6 +155,17 @@ class HostRunner:
         self.pending = None
         warn(body, reason=error_type, message=f"{exc} (attempt {count}; next try in {delay:.0f}s)")
         return delay
+
+    def _bmc_failed(self, exc: Exception) -> None:
+        reason = {
+            "authentication": "AuthenticationFailed",
+            "unreachable": "Unreachable",
+            "certificate": "CertificateNotTrusted",
+            "unsupported": "Unsupported",
+        }.get(getattr(exc, "kind", ""), "CredentialsMissing" if isinstance(exc, SecretProblem) else "Error")
+        if isinstance(exc, AddressError):
+            reason = "InvalidAddress"
+        self.bmc_condition = ("False", reason, str(exc))
 
     # -- observation -------------------------------------------------------------------------------
     def _annotations(self, meta: dict[str, Any]) -> dict[str, str]:
@@ -222,6 +234,7 @@ class HostRunner:
             reboot=reboot_mode(annotations.get(REBOOT)),
             registered=self.registered,
             powered_on=new.get("poweredOn"),
+            **install.view_inputs(self.ctx, self.namespace, self.name, spec, prov, self.sync.boot),
         )
 
     # -- actions -----------------------------------------------------------------------------------
@@ -239,6 +252,7 @@ class HostRunner:
             before = prov.get("state")
             prov["state"] = action.to.value
             prov.pop("step", None)
+            install.forget_attempts(prov)
             if action.clear_provisioning or action.to == m.State.AVAILABLE:
                 prov.pop("bootSource", None)
                 prov.pop("installBootObserved", None)
@@ -246,9 +260,15 @@ class HostRunner:
                 prov["installBootObserved"] = action.install_boot_observed
             info(body, reason=action.event.value, message=f"{before or 'new'} -> {action.to.value}")
             return 0.0
+        if install.record(action, body, prov):
+            return 0.0
         if isinstance(action, m.SetStep):
             prov["step"] = action.step
             return 0.0
+        if isinstance(action, m.Wait) and action.watched:
+            # A watch event wakes the host; until then only the power poll (or the timeout) is due.
+            due = self.next_poll - time.monotonic()
+            return max(0.5, min(due, action.recheck) if action.recheck is not None else due)
         if isinstance(action, m.Wait):
             return s.fast_poll
         if isinstance(action, m.Idle):

@@ -54,6 +54,17 @@ class Kube(ThreadedKube):
                 return None
             raise
 
+    async def talos_devices(self, namespace: str) -> list[dict[str, Any]]:
+        try:
+            listed: Any = await self._run(
+                self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, "talosdevices"
+            )
+        except ApiException as exc:
+            if exc.status == 404:  # no TalosDevice CRD: no host is linked
+                return []
+            raise
+        return list(listed.get("items", []))
+
     async def reservations_of(self, namespace: str, host: str, names: list[str]) -> list[dict[str, Any]]:
         """Reservations labelled for ``host`` plus any object holding one of ``names``."""
         listed: Any = await self._run(

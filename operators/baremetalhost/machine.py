@@ -15,6 +15,8 @@ errorType/errorMessage/errorCount and is retried with exponential backoff.
          │  └────────registered, inspection disabled──────────► Available
          └──────────registered, externallyProvisioned─────────► ExternallyProvisioned
     Available ──bootSource set──► Provisioning ──booted (or left off)──► Provisioned
+        (a PXE install boot waits for the boot NIC's reservation; a host linked to a TalosDevice
+         stays Provisioning until the device reports its install, retried after a timeout)
     Available ──inspect annotation──► Inspecting
     Provisioning / Provisioned ──bootSource removed or changed──► Deprovisioning ──► Available
     Available ◄──externallyProvisioned cleared── ExternallyProvisioned
@@ -23,42 +25,37 @@ errorType/errorMessage/errorCount and is retried with exponential backoff.
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass, field
 from typing import Any
 
+# The vocabulary lives in ``actions``; it is re-exported so callers say ``machine.PowerOn``.
+from trellis.operators.baremetalhost.actions import (
+    STEP_AWAIT_INSTALL,
+    STEP_CONFIGURE_BOOT,
+    STEP_INVENTORY_READ,
+    STEP_LOCAL_BOOT,
+    STEP_POWER_OFF,
+    STEP_POWER_ON,
+    Action,
+    ConfigureBoot,
+    Deprovision,
+    Event,
+    FinishReboot,
+    Idle,
+    Inspect,
+    InstallTimedOut,
+    MarkDeviceConfigServed,
+    MarkInstallBootObserved,
+    PowerOff,
+    PowerOn,
+    Register,
+    SetStep,
+    State,
+    SwitchToLocalDisk,
+    Transition,
+    View,
+    Wait,
+)
 from trellis.operators.baremetalhost.bmc import BootDevice
-
-
-class State(enum.StrEnum):
-    REGISTERING = "Registering"
-    INSPECTING = "Inspecting"
-    AVAILABLE = "Available"
-    PROVISIONING = "Provisioning"
-    PROVISIONED = "Provisioned"
-    EXTERNALLY_PROVISIONED = "ExternallyProvisioned"
-    DEPROVISIONING = "Deprovisioning"
-    POWERING_OFF_BEFORE_DELETE = "PoweringOffBeforeDelete"
-    DELETING = "Deleting"
-
-
-class Event(enum.StrEnum):
-    CREATED = "Created"
-    REGISTERED = "Registered"
-    REGISTERED_NO_INSPECTION = "RegisteredInspectionDisabled"
-    REGISTERED_EXTERNAL = "RegisteredExternallyProvisioned"
-    INSPECTED = "Inspected"
-    INSPECT_REQUESTED = "InspectRequested"
-    BOOT_SOURCE_SET = "BootSourceSet"
-    BOOT_SOURCE_CLEARED = "BootSourceCleared"
-    BOOT_SOURCE_CHANGED = "BootSourceChanged"
-    PROVISIONED = "ProvisioningDone"
-    DEPROVISIONED = "DeprovisioningDone"
-    EXTERNAL_SET = "ExternallyProvisionedSet"
-    EXTERNAL_CLEARED = "ExternallyProvisionedCleared"
-    DELETE_REQUESTED = "DeleteRequested"
-    POWERED_OFF_FOR_DELETE = "PoweredOffForDelete"
-
 
 S, E = State, Event
 TRANSITIONS: dict[tuple[State | None, Event], State] = {
@@ -105,116 +102,6 @@ def transition(state: State | None, event: Event) -> State:
         return TRANSITIONS[(state, event)]
     except KeyError:
         raise InvalidTransition(f"{event.value} is not valid in state {state}") from None
-
-
-# Provisioning sub-steps, in order.
-STEP_POWER_OFF = "PowerOff"
-STEP_CONFIGURE_BOOT = "ConfigureBoot"
-STEP_POWER_ON = "PowerOn"
-# Inspecting / Provisioned markers.
-STEP_INVENTORY_READ = "InventoryRead"
-STEP_LOCAL_BOOT = "LocalBoot"
-
-
-@dataclass(frozen=True)
-class View:
-    """What ``plan`` needs to know about one host."""
-
-    state: State | None
-    step: str | None = None
-    online: bool = False
-    boot_source: dict[str, Any] | None = None  # spec.bootSource
-    applied_boot_source: dict[str, Any] | None = None  # status.provisioning.bootSource
-    install_boot_observed: bool = False
-    inspection_enabled: bool = True
-    externally_provisioned: bool = False
-    inspect_requested: bool = False
-    reboot: str | None = None  # "soft" or "hard" while a reboot annotation is present
-    registered: bool = False  # current address + credentials verified against the BMC
-    powered_on: bool | None = None
-
-
-# -- actions ------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Action:
-    reason: str = ""
-
-
-@dataclass(frozen=True)
-class Transition(Action):
-    to: State = S.REGISTERING
-    event: Event = E.CREATED
-    clear_provisioning: bool = False
-    install_boot_observed: bool | None = None
-
-
-@dataclass(frozen=True)
-class SetStep(Action):
-    step: str = ""
-
-
-@dataclass(frozen=True)
-class Register(Action):
-    """Read the credentials Secret and prove them against the BMC."""
-
-
-@dataclass(frozen=True)
-class Inspect(Action):
-    """Read the inventory into status.hardware; consumes the inspect annotation."""
-
-
-@dataclass(frozen=True)
-class PowerOn(Action):
-    pass
-
-
-@dataclass(frozen=True)
-class PowerOff(Action):
-    hard: bool = False
-
-
-@dataclass(frozen=True)
-class ConfigureBoot(Action):
-    """Attach the boot source (virtual media if any) and set the boot device; records it as applied."""
-
-    device: BootDevice = BootDevice.DISK
-    persistent: bool = True
-
-
-@dataclass(frozen=True)
-class SwitchToLocalDisk(Action):
-    """bootSource mode once: after the install boot, boot the local disk from now on."""
-
-
-@dataclass(frozen=True)
-class Deprovision(Action):
-    """Detach virtual media and make the local disk the boot device."""
-
-
-@dataclass(frozen=True)
-class MarkInstallBootObserved(Action):
-    pass
-
-
-@dataclass(frozen=True)
-class FinishReboot(Action):
-    """The host was seen off for a reboot request: drop the annotation (online brings it back)."""
-
-
-@dataclass(frozen=True)
-class Wait(Action):
-    """Nothing to send now; look again soon (a power change is landing, or input is missing)."""
-
-
-@dataclass(frozen=True)
-class Idle(Action):
-    """Converged: only the periodic power poll remains."""
-
-
-@dataclass
-class Plan:
-    action: Action
-    notes: list[str] = field(default_factory=list)
 
 
 def boot_device_for(source: dict[str, Any]) -> BootDevice:
@@ -310,6 +197,10 @@ def plan(view: View) -> Action:
         source = view.applied_boot_source or view.boot_source or {}
         if not view.install_boot_observed and view.powered_on:
             return MarkInstallBootObserved(reason="PoweredOnAfterProvisioning")
+        if not view.install_boot_observed and view.online and view.reboot is None:
+            gate = _reservation_gate(view, source)
+            if gate is not None:
+                return gate
         once = source.get("mode", "once") == "once" and source.get("type") != "disk"
         if once and view.install_boot_observed and view.step != STEP_LOCAL_BOOT:
             return SwitchToLocalDisk(reason="InstallBootObserved")
@@ -342,6 +233,8 @@ def _provisioning(view: View) -> Action:
                 to=transition(S.PROVISIONING, event), event=event, reason="ProvisionedPoweredOff"
             )
         if view.powered_on:
+            if view.device:
+                return SetStep(step=STEP_AWAIT_INSTALL, reason="InstallBootStarted")
             event = E.PROVISIONED
             return Transition(
                 to=transition(S.PROVISIONING, event), event=event, reason="InstallBootStarted",
@@ -349,8 +242,57 @@ def _provisioning(view: View) -> Action:
             )  # fmt: skip
         if view.powered_on is None:
             return Wait(reason="PowerUnknown")
-        return PowerOn(reason="InstallBoot")
+        return _reservation_gate(view, source) or PowerOn(reason="InstallBoot")
+    if step == STEP_AWAIT_INSTALL:
+        return _await_install(view)
     return SetStep(step=STEP_POWER_OFF, reason=f"UnknownStep{step}")
+
+
+INSTALLED_PHASES = ("Installed", "Ready")
+
+
+def _reservation_gate(view: View, source: dict[str, Any]) -> Wait | None:
+    """A network install boot without a served reservation for the boot NIC gets no PXE options."""
+    if boot_device_for(source) != BootDevice.PXE or view.boot_reservation_ready in (None, True):
+        return None
+    return Wait(
+        reason="WaitingForBootReservation",
+        message=f"install boot waits for {view.boot_reservation}; no power-on until it is Ready",
+        watched=True,
+    )
+
+
+def _await_install(view: View) -> Action:
+    event = E.PROVISIONED
+    if not view.device:  # the link went away: the boot that was seen is all the evidence there is
+        return Transition(
+            to=transition(S.PROVISIONING, event), event=event, reason="InstallBootStarted",
+            install_boot_observed=True,
+        )  # fmt: skip
+    phase = view.device_phase or "none"
+    if view.device_phase == "ConfigServed" and not view.device_config_served:
+        return MarkDeviceConfigServed(reason="DeviceConfigServed")
+    # Installed/Ready left over from an earlier install is no evidence: the config must have been
+    # served after this install boot.
+    if view.device_phase in INSTALLED_PHASES and view.device_config_served:
+        return Transition(
+            to=transition(S.PROVISIONING, event), event=event, reason="DeviceInstalled",
+            install_boot_observed=True,
+        )  # fmt: skip
+    age = view.install_boot_age or 0.0
+    if age >= view.provisioning_timeout:
+        return InstallTimedOut(
+            reason="InstallTimedOut",
+            message=f"TalosDevice {view.device} did not report Installed within "
+            f"{view.provisioning_timeout:.0f}s of the install boot (phase {phase}); booting it again",
+        )
+    served = " after serving its config" if view.device_config_served else ""
+    return Wait(
+        reason="WaitingForInstall",
+        message=f"waiting for TalosDevice {view.device} to report Installed{served} (phase {phase})",
+        watched=True,
+        recheck=view.provisioning_timeout - age,
+    )
 
 
 def error_type(state: State | None, action: Action) -> str:

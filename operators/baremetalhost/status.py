@@ -70,8 +70,10 @@ def finish_conditions(
     bmc: tuple[str, str, str],
     reservations: tuple[str, str, str],
     duplicate: tuple[str, str, str],
+    provisioned: tuple[str, str, str] | None = None,
 ) -> None:
-    """Ready, BMCReachable, ReservationsReady and DuplicateMAC, plus observedGeneration."""
+    """Ready, BMCReachable, ReservationsReady, DuplicateMAC and (while provisioning or provisioned)
+    Provisioned, plus observedGeneration."""
     state = (status.get("provisioning") or {}).get("state")
     operational = status.get("operationalStatus")
     conds = status.get("conditions") or []
@@ -87,8 +89,19 @@ def finish_conditions(
     conds = set_condition(conds, "BMCReachable", bmc[0], bmc[1], bmc[2], generation)
     conds = set_condition(conds, "ReservationsReady", *reservations, generation=generation)
     conds = set_condition(conds, "DuplicateMAC", *duplicate, generation=generation)
+    if provisioned is None:
+        conds = [c for c in conds if c.get("type") != "Provisioned"]
+    else:
+        conds = set_condition(conds, "Provisioned", *provisioned, generation=generation)
     status["conditions"] = conds
     status["observedGeneration"] = generation
+
+
+def condition_of(status: dict[str, Any], cond_type: str) -> tuple[str, str, str] | None:
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == cond_type:
+            return str(cond.get("status")), str(cond.get("reason")), str(cond.get("message") or "")
+    return None
 
 
 def state_of(status: dict[str, Any]) -> State | None:

@@ -22,6 +22,8 @@ class ReservationSync:
         self.condition: tuple[str, str, str] = ("Unknown", "Pending", "reservations not computed yet")
         self.duplicate: tuple[str, str, str] = ("False", "Unique", "")
         self._reported: dict[str, str] = {}
+        # The boot NIC's reservation: (None, "") without a boot NIC, else (Ready?, what it is).
+        self.boot: tuple[bool | None, str] = (None, "")
         self._waiting: str | None = None
 
     def note_waiting(self, message: str) -> None:
@@ -97,6 +99,30 @@ class ReservationSync:
             if conflict:
                 problem = ("ReservationConflict", conflict)
         self._report(spec, new, desired, problem)
+        self.boot = self._boot_reservation(spec, missing, loser)
+
+    def _boot_reservation(
+        self, spec: dict[str, Any], missing: list[str], loser: bool
+    ) -> tuple[bool | None, str]:
+        nic = next((n for n in spec.get("nics") or [] if n.get("role") == "boot"), None)
+        if nic is None:
+            return None, ""
+        name = reservations.reservation_name(self.name, nic["name"])
+        what = f"DHCPReservation {name} on Network {nic['networkRef']}"
+        if loser:
+            return False, f"{what} (none while another host holds the MAC)"
+        if nic["networkRef"] in missing:
+            return False, f"{what} (the Network does not exist)"
+        info = self.ctx.reservation_info.get((self.namespace, name))
+        if info is None:
+            return False, f"{what} (not created yet)"
+        if info.get("phase") != "Ready" or not info.get("current"):
+            phase = info.get("phase") or "Pending"
+            return (
+                False,
+                f"{what} (it is {phase}{'' if info.get('current') else ', its change not served yet'})",
+            )
+        return True, what
 
     async def _apply(self, body: dict[str, Any], desired: list[reservations.Desired]) -> str:
         live = await self.ctx.kube.reservations_of(self.namespace, self.name, [d.name for d in desired])
@@ -115,6 +141,10 @@ class ReservationSync:
             if op.kind == "replace":
                 assert op.spec is not None
                 await kube.replace_reservation_spec(ns, op.name, op.spec)
+            # What the Network operator served before this write is not what we asked for now.
+            seen = self.ctx.reservation_info.get((ns, op.name))
+            if seen is not None:
+                self.ctx.reservation_info[(ns, op.name)] = {**seen, "current": False}
             info(body, reason=f"Reservation{op.kind.capitalize()}", message=f"DHCPReservation {op.name}")
         text = "; ".join(problems)
         self._event_once(body, "conflict", "ReservationConflict", text)

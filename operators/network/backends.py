@@ -38,6 +38,8 @@ class Outcome:
         default_factory=dict
     )  # reservation key -> (reason, msg)
     bridge: str | None = None
+    # Ask for another pass this soon (seconds): something is on its way, e.g. a dnsmasq rollout.
+    retry_in: float | None = None
 
     @classmethod
     def failed(cls, reason: str, message: str) -> Outcome:
@@ -112,6 +114,9 @@ class RouterBackend:
         return outcome
 
 
+ROLLOUT_RECHECK_SECONDS = 3.0
+
+
 @dataclass
 class DnsmasqBackend:
     kube: Kube
@@ -144,11 +149,21 @@ class DnsmasqBackend:
         if live is None or live_hash != wanted_hash:
             await self.kube.put_deployment(ns, deploy, exists=live is not None)
             writes += 1
-        available = _available(live) if live is not None and writes == 0 else None
-        message = f"dnsmasq {ns}/{name} configured (config {dnsmasq.checksum(config)[:12]})"
-        if available is False:
-            message += "; Deployment not available yet"
-        return Outcome(reason="DnsmasqConfigured", message=message, writes=writes)
+        label = f"dnsmasq {ns}/{name} (config {dnsmasq.checksum(config)[:12]})"
+        if not self.settings.await_rollout:
+            return Outcome(reason="DnsmasqConfigured", message=f"{label} configured", writes=writes)
+        # Served means a ready Pod runs this very config: until then a machine booting now would
+        # get the old options (or none), so the Network and its reservations are not Ready yet.
+        waiting = "the Deployment was just updated" if writes else _not_rolled_out(live, wanted_hash)
+        if waiting:
+            return Outcome(
+                ok=False,
+                reason="DnsmasqRollingOut",
+                message=f"{label}: {waiting}",
+                writes=writes,
+                retry_in=ROLLOUT_RECHECK_SECONDS,
+            )
+        return Outcome(reason="DnsmasqServing", message=f"{label} serving", writes=writes)
 
     async def remove(self, network: str) -> bool:
         return await self.kube.delete_dnsmasq(self.settings.namespace, workload.object_name(network))
@@ -158,8 +173,18 @@ def _labels(obj: Any) -> dict[str, str]:
     return dict(obj.metadata.labels or {})
 
 
-def _available(deploy: Any) -> bool | None:
-    for cond in (deploy.status.conditions or []) if deploy.status else []:
-        if cond.type == "Available":
-            return bool(cond.status == "True")
-    return None
+def _not_rolled_out(deploy: Any, wanted_hash: str) -> str:
+    """Why the Deployment does not yet run ``wanted_hash`` on a ready Pod ("" when it does)."""
+    if deploy is None:
+        return "no Deployment yet"
+    if (deploy.metadata.annotations or {}).get(workload.SPEC_HASH_ANNOTATION) != wanted_hash:
+        return "the Deployment has an older config"
+    status = deploy.status
+    wanted = deploy.spec.replicas if deploy.spec and deploy.spec.replicas is not None else 1
+    if status is None or (status.observed_generation or 0) < (deploy.metadata.generation or 0):
+        return "the Deployment controller has not seen the new config yet"
+    if (status.updated_replicas or 0) < wanted or (status.ready_replicas or 0) < wanted:
+        return f"{status.ready_replicas or 0}/{wanted} Pods with this config ready"
+    if (status.replicas or 0) > wanted:
+        return "a Pod with an older config is still running"
+    return ""

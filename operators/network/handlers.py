@@ -184,7 +184,9 @@ async def network_worker(name: str, stopped: kopf.DaemonStopped, logger: Any, **
             try:
                 reservations = list(reservations_by_network.get(name, []))
                 networks = list(network_cidrs.get("all", []))
-                await rt.reconciler.reconcile_network(name, reservations, networks, logger)
+                retry_in = await rt.reconciler.reconcile_network(name, reservations, networks, logger)
+                if retry_in is not None:
+                    delay = min(delay, retry_in)
                 failures = 0
             except Conflict as exc:
                 logger.info("%s; starting over", exc)

@@ -63,18 +63,19 @@ class Reconciler:
         reservations: Sequence[ReservationView],
         networks: Iterable[ipam.NetworkRef],
         logger: Logger,
-    ) -> None:
+    ) -> float | None:
+        """One pass; returns how soon another pass should look again, if sooner than the resync."""
         started = time.monotonic()
         net = await self.kube.get_cluster("networks", name)
         if net is None or net["metadata"].get("deletionTimestamp"):
-            return
+            return None
         meta, old = net["metadata"], net.get("status") or {}
         generation = meta.get("generation")
         try:
             spec = NetworkSpec.model_validate(net.get("spec") or {})
         except ValidationError as exc:
             await self._network_failed(net, "InvalidSpec", str(exc.errors()[0]["msg"]), reservations, logger)
-            return
+            return None
         ranges = [(spec.dhcp.range.start, spec.dhcp.range.end)] if spec.dhcp and spec.dhcp.range else []
         excluded = [spec.dnsmasq.address] if spec.dnsmasq and spec.dnsmasq.address else []
         plan, problems = ipam.plan_problems(spec.cidr, spec.gateway, ranges, excluded)
@@ -84,7 +85,7 @@ class Reconciler:
         if plan is None or problems:
             reason = "Overlapping" if older else "InvalidSpec"
             await self._network_failed(net, reason, "; ".join(problems), reservations, logger)
-            return
+            return None
 
         # IPAM: previous allocations keep automatic addresses where they are.
         previous = {r.key: r.status["ip"] for r in reservations if r.status.get("ip")}
@@ -140,6 +141,7 @@ class Reconciler:
             "Network %s: pass complete (%d reservations, %d writes, %.2fs, backend %.2fs)",
             *(name, count, outcome.writes, took, backend_took),
         )
+        return outcome.retry_in
 
     async def _backends(
         self, name: str, uid: str, spec: NetworkSpec, hosts: list[Host], logger: Logger

@@ -27,6 +27,9 @@ class WorkloadSettings:
     dnsmasq_image: str
     picker_image: str
     image_pull_policy: str = "IfNotPresent"
+    # Report the Network served only once a ready Pod runs its current config. Off only where
+    # nothing runs the Deployment (tests that run the rendered config with dnsmasq themselves).
+    await_rollout: bool = True
 
     @classmethod
     def from_env(cls) -> WorkloadSettings:
@@ -36,6 +39,8 @@ class WorkloadSettings:
             dnsmasq_image=os.environ.get("TRELLIS_DNSMASQ_IMAGE", f"{IMAGES}/dnsmasq:{__version__}"),
             picker_image=os.environ.get("TRELLIS_OPERATOR_IMAGE", f"{IMAGES}/trellis:{__version__}"),
             image_pull_policy=os.environ.get("TRELLIS_IMAGE_PULL_POLICY", "IfNotPresent"),
+            await_rollout=os.environ.get("TRELLIS_DNSMASQ_AWAIT_ROLLOUT", "true").lower()
+            not in ("0", "false"),
         )
 
 

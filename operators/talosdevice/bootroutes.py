@@ -101,6 +101,13 @@ def make_app(service: BootService) -> web.Application:
             return web.Response(status=403, text="# device is not approved (or not reconciled yet)\n")
         window = service.options.config_window
         if window and time.monotonic() - service.script_served.get(mac, float("-inf")) > window:
+            service.event(
+                device,
+                "ConfigDenied",
+                f"config request for {mac} from {_remote(request)}: no network boot of this device through "
+                f"this service in the last {window:.0f}s",
+                True,
+            )
             return web.Response(status=403, text="# no recent network boot of this device\n")
         wipe = mac in service.wipe_boots
         try:

@@ -32,7 +32,7 @@ class FileServer:
 
 
 @contextmanager
-def serving(root: Path) -> Iterator[FileServer]:
+def serving(root: Path, host: str = "127.0.0.1") -> Iterator[FileServer]:
     ranged: list[int] = []
     state: list[FileServer] = []
 
@@ -63,10 +63,10 @@ def serving(root: Path) -> Iterator[FileServer]:
                 with suppress(BrokenPipeError, ConnectionResetError):
                     shutil.copyfileobj(fh, self.wfile, 1024 * 1024)
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = http.server.ThreadingHTTPServer((host, 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    state.append(FileServer(root, f"http://127.0.0.1:{server.server_address[1]}", ranged))
+    state.append(FileServer(root, f"http://{host}:{server.server_address[1]}", ranged))
     try:
         yield state[0]
     finally:

@@ -206,6 +206,14 @@ class BareMetalHostSpec(TrellisModel):
     externally_provisioned: bool = Field(
         default=False, description="An OS is already installed by other means; only power is managed."
     )
+    provisioning_timeout_seconds: int = Field(
+        default=1800,
+        ge=5,
+        le=86400,
+        description="A host linked to a TalosDevice stays Provisioning until the device reports Installed; "
+        "an install not reported this many seconds after the install boot is a ProvisioningError and the "
+        "install boot is retried (with backoff).",
+    )
     consumer_ref: ObjectReference | None = Field(default=None, description="The object using this host.")
     description: LongText | None = Field(default=None, description="Free text.")
 
@@ -244,11 +252,22 @@ class ProvisioningStatus(TrellisModel):
         default=None,
         description="The install boot was observed (bootSource.mode once then switches to disk).",
     )
-    step: Literal["PowerOff", "ConfigureBoot", "PowerOn", "InventoryRead", "LocalBoot"] | None = Field(
+    step: (
+        Literal["PowerOff", "ConfigureBoot", "PowerOn", "AwaitInstall", "InventoryRead", "LocalBoot"] | None
+    ) = Field(
         default=None,
-        description="Progress inside the current state (PowerOff, ConfigureBoot, PowerOn while provisioning; "
-        "InventoryRead after inspection; LocalBoot once a once-source switched to disk), so a restarted "
-        "operator resumes without repeating a step.",
+        description="Progress inside the current state (PowerOff, ConfigureBoot, PowerOn, AwaitInstall while "
+        "provisioning; InventoryRead after inspection; LocalBoot once a once-source switched to disk), so a "
+        "restarted operator resumes without repeating a step.",
+    )
+    install_boot_time: Timestamp | None = Field(
+        default=None, description="When the current install boot was observed (starts provisioningTimeout)."
+    )
+    device_config_served: bool | None = Field(
+        default=None, description="The linked TalosDevice fetched its machine config after the install boot."
+    )
+    install_timeouts: int | None = Field(
+        default=None, ge=0, description="Install boots of this provisioning that timed out."
     )
 
 

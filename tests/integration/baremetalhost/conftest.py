@@ -168,6 +168,15 @@ def reservations(cp: ControlPlane, namespace: str) -> dict[str, dict[str, Any]]:
     return {o["metadata"]["name"]: o for o in json.loads(out)["items"]}
 
 
+def serve_reservation(cp: ControlPlane, namespace: str, name: str, ip: str) -> None:
+    """Mark a reservation served, as the Network operator (not running in these tests) would: an
+    install boot over the network waits for its boot NIC's reservation to be Ready."""
+    obj = cp.get("dhcpreservations", name, namespace)
+    status = {"phase": "Ready", "ip": ip, "observedGeneration": obj["metadata"]["generation"]}
+    cp.kubectl("patch", "dhcpreservations.trellis.dev", name, "-n", namespace, "--subresource=status",
+               "--type=merge", "-p", json.dumps({"status": status}))  # fmt: skip
+
+
 def events(cp: ControlPlane, namespace: str, name: str) -> list[dict[str, Any]]:
     out = cp.kubectl(
         "get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}", "-o", "json"

@@ -49,6 +49,8 @@ def test_values_reach_the_operator_and_rbac_is_least_privilege(crds: ControlPlan
         assert can("watch", "baremetalhosts.trellis.dev", "other")
         assert can("create", "dhcpreservations.trellis.dev") and can("delete", "dhcpreservations.trellis.dev")
         assert can("get", "isocdroms.trellis.dev") and can("get", "networks.trellis.dev")
+        assert can("watch", "networks.trellis.dev") and can("watch", "talosdevices.trellis.dev", "other")
+        assert not can("patch", "talosdevices.trellis.dev") and not can("patch", "networks.trellis.dev")
         assert can("get", "secrets")
         assert not can("list", "secrets")  # credentials are read by name, never listed
         assert not can("delete", "baremetalhosts.trellis.dev")

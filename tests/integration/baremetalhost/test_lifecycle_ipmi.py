@@ -15,6 +15,7 @@ from tests.integration.baremetalhost.conftest import (
     networks_for_module,
     reservations,
     secret,
+    serve_reservation,
     wait_state,
     wait_status,
 )
@@ -75,7 +76,8 @@ def test_full_lifecycle(
     assert res["srv1-eno2"]["spec"]["defaultGateway"] is False
     assert res["srv1-bmc"]["spec"]["networkRef"] == "bmh-oob"
 
-    # Provision: PXE once, online.
+    # Provision: PXE once, online; the install boot goes once the boot NIC's reservation is served.
+    serve_reservation(cp, namespace, "srv1-eno1", "10.161.0.21")
     merge(cp, namespace, "srv1", {"spec": {"online": True, "bootSource": {"type": "pxe", "mode": "once"}}})
     wait_state(cp, namespace, "srv1", "Provisioned", timeout=60)
     status = wait_status(

@@ -15,6 +15,7 @@ from tests.integration.baremetalhost.conftest import (
     networks_for_module,
     reservations,
     secret,
+    serve_reservation,
     wait_state,
     wait_status,
 )
@@ -131,6 +132,7 @@ def test_iscsi_isocdrom_boot_sets_and_clears_root_path(
             False,
         )
 
+        serve_reservation(cp, namespace, "srv8-eno1", "10.164.0.20")  # served with the root-path
         merge(cp, namespace, "srv8", {"spec": {"online": True}})  # the install boot happens now
         wait_status(
             cp, namespace, "srv8", lambda s: s["provisioning"].get("step") == "LocalBoot", "local boot"

@@ -37,6 +37,9 @@ def operator(crds: ControlPlane, system_ns: str, paths: Path) -> Iterator[Operat
         "TRELLIS_DNSMASQ_LEASE_FILE": str(paths / "leases"),
         "TRELLIS_DNSMASQ_IMAGE": "registry.example/dnsmasq:test",
         "TRELLIS_OPERATOR_IMAGE": "registry.example/trellis:test",
+        # These Deployments never run (their images do not exist); the rendered config is run by
+        # the real dnsmasq in test_dnsmasq_netns.py, and the release tests run the Pods.
+        "TRELLIS_DNSMASQ_AWAIT_ROLLOUT": "false",
     }
     op = start_operator(crds, "trellis.operators.network.handlers", paths / "logs", env=env)
     yield op

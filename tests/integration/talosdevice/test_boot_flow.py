@@ -126,7 +126,7 @@ def test_unknown_mac_to_installed_config(
     # Unknown MAC: strict mode answers with exit and the device appears as Pending.
     first = ipxe(boot)
     assert first.status_code == 200 and first.text.startswith("#!ipxe")
-    assert "\nexit\n" in first.text and "kernel" not in first.text
+    assert "\nexit 0\n" in first.text and "kernel" not in first.text
     name = "mac-525400beef01"
     device = wait_for(lambda: get(crds, "talosdevices", name, namespace), what="discovered device")
     assert device["spec"]["approval"] == "Pending" and device["spec"]["clusterRef"] == "lab"
@@ -155,7 +155,7 @@ def test_unknown_mac_to_installed_config(
     ):
         assert arg in kernel
     assert "&uuid=${uuid}" in kernel and "talos.experimental.wipe" not in kernel
-    assert f"initrd {boot.url}/assets/v1.12.0/initramfs-amd64.xz" in script
+    assert f"initrd --name initramfs.xz {boot.url}/assets/v1.12.0/initramfs-amd64.xz" in script
 
     url = config_url_of(script)
     token = re.search(r"token=([^&]+)", url).group(1)  # type: ignore[union-attr]
@@ -266,7 +266,7 @@ def test_lenient_mode_and_rejected_devices(
     script = wait_for(
         lambda: (t := ipxe(boot, "52:54:00:be:ef:02").text) and "kernel" not in t and t, what="exit"
     )
-    assert "\nexit\n" in script
+    assert "\nexit 0\n" in script
     assert requests.get(f"{boot.url}/ipxe", params={"mac": "nonsense"}, timeout=5).status_code == 400
     assert requests.get(f"{boot.url}/boot.ipxe", timeout=5).text.count("${netX/mac}") == 1
     proxy = requests.get(
@@ -299,7 +299,7 @@ def test_assets_from_a_directory_and_a_cluster_url(
     with running_boot_service(crds, tmp_path / "logs", namespace, args) as service:
         script = wait_for(lambda: (t := ipxe(service).text) and "kernel " in t and t, what="talos script")
         kernel_url = next(line for line in script.splitlines() if line.startswith("kernel ")).split()[1]
-        initrd_url = next(line for line in script.splitlines() if line.startswith("initrd ")).split()[1]
+        initrd_url = next(line for line in script.splitlines() if line.startswith("initrd ")).split()[-1]
         assert requests.get(kernel_url, timeout=10).content == b"dummy kernel\n"
         assert requests.get(initrd_url, timeout=10).content == b"dummy initramfs\n"
         assert requests.get(f"{service.url}/assets/../bundle.yaml", timeout=10).status_code in (403, 404)
@@ -310,4 +310,5 @@ def test_assets_from_a_directory_and_a_cluster_url(
         script = wait_for(
             lambda: (t := ipxe(service).text) and mirror in t and t, what="mirror URL in script"
         )
-        assert f"kernel {mirror}/vmlinuz-amd64 " in script and f"initrd {mirror}/initramfs-amd64.xz" in script
+        assert f"kernel {mirror}/vmlinuz-amd64 " in script
+        assert f"initrd --name initramfs.xz {mirror}/initramfs-amd64.xz" in script

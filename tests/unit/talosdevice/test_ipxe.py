@@ -57,7 +57,8 @@ def test_script_has_required_args_and_config_url() -> None:
         assert f" {arg}" in kernel
     assert "talos.config=http://10.0.0.2:8080/config?mac=52:54:00:aa:bb:01&token=tok3n&uuid=${uuid}" in kernel
     assert "talos.experimental.wipe" not in script
-    assert "initrd http://10.0.0.2:8080/assets/v1.12.0/initramfs-amd64.xz" in script
+    assert "initrd --name initramfs.xz http://10.0.0.2:8080/assets/v1.12.0/initramfs-amd64.xz" in script
+    assert " initrd=initramfs.xz " in script
 
 
 def test_exit_script_and_entry_script() -> None:

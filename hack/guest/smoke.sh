@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# Developer check of the Talos stand-in guest with real QEMU (TCG), user-mode networking only:
+#   a) network boot (-kernel/-initrd, talos.config=): config 403, 403, then 200; install; reboot
+#   b) boot the installed disk with SeaBIOS and with OVMF: Talos API on :50000 verified with
+#      openssl s_client (client cert, CA, IP SAN, ALPN h2) and a gRPC request (grpc-status 12)
+#   c) boot standin.iso as a CD with a blank disk (SeaBIOS, OVMF): stage=iso
+# Usage: hack/guest/smoke.sh [GUEST_DIR]   (default build/lab/guest, built/cached first)
+# Prints per-step timings; exits non-zero on the first failure and keeps its work dir (serial logs
+# NAME.log, http.log) then, or always with SMOKE_KEEP=1.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+guest=${1:-$here/../../build/lab/guest}
+bash "$here/build.sh" "$guest" >/dev/null
+guest=$(cd "$guest" && pwd)
+work=$(mktemp -d /tmp/trellis-guest-smoke.XXXXXX)
+pids=()
+cleanup() {
+  local rc=$?
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ "$rc" = 0 ] && [ -z "${SMOKE_KEEP:-}" ]; then rm -rf "$work"; else echo "smoke: logs kept in $work" >&2; fi
+}
+trap cleanup EXIT
+cd "$work"
+t0=$SECONDS
+fail() { echo "smoke: FAIL: $*" >&2; exit 1; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# --- a machine CA in Talos' format (Ed25519, key as PKCS#8 under "ED25519 PRIVATE KEY") ---
+openssl genpkey -algorithm ed25519 -out ca.key 2>/dev/null
+openssl req -x509 -new -key ca.key -subj /O=talos -days 2 -out ca.crt \
+  -addext basicConstraints=critical,CA:true -addext keyUsage=critical,keyCertSign,digitalSignature 2>/dev/null
+openssl genpkey -algorithm ed25519 -out client.key 2>/dev/null
+openssl req -new -key client.key -subj /O=os:admin -out client.csr 2>/dev/null
+printf 'extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature\n' > client.ext
+openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile client.ext -out client.crt 2>/dev/null
+cat > config.yaml <<EOF
+version: v1alpha1
+machine:
+  type: controlplane
+  token: smoke.0123456789abcdef
+  ca:
+    crt: $(base64 -w0 ca.crt)
+    key: $(sed 's/PRIVATE KEY/ED25519 PRIVATE KEY/' ca.key | base64 -w0)
+  install: {disk: /dev/vda}
+cluster:
+  controlPlane: {endpoint: https://10.0.2.15:6443}
+---
+apiVersion: v1alpha1
+kind: HostnameConfig
+auto: "off"
+hostname: cp1
+EOF
+
+# --- the boot service stand-in: 403 twice, then the config; and the install image ---
+cat > serve.py <<'EOF'
+import http.server, sys
+denials = 2
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        global denials
+        if self.path.startswith("/config"):
+            if denials > 0:
+                denials -= 1
+                self.send_error(403)
+                return
+            body = open("config.yaml", "rb").read()
+        elif self.path == "/standin.iso":
+            body = open(sys.argv[2], "rb").read()
+        else:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, fmt, *args):
+        sys.stderr.write("%s\n" % (fmt % args))
+s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+open("port", "w").write(str(s.server_address[1]))
+s.serve_forever()
+EOF
+python3 serve.py "$work" "$guest/standin.iso" 2>http.log &
+pids+=($!)
+for _ in $(seq 50); do [ -s port ] && break; sleep 0.1; done
+port=$(cat port)
+echo "smoke: CA, config and HTTP server ready on 127.0.0.1:$port ($((SECONDS - t0)) s)"
+
+truncate -s 96M disk.raw
+cp /usr/share/OVMF/OVMF_VARS_4M.fd vars.fd
+ovmf=(-drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd -drive if=pflash,format=raw,file=vars.fd)
+
+# qemu NAME EXTRA...: starts a VM in the background with its serial log in NAME.log.
+qemu() {
+  local name=$1 fwd=$2; shift 2
+  qemu-system-x86_64 -accel tcg -m 512 -smp 1 -display none -monitor none -serial "file:$name.log" -no-reboot \
+    -uuid 5a1d3e2c-0000-4000-8000-000000000001 -smbios type=1,serial=SMOKE-1 \
+    -netdev "user,id=n0,hostname=smoke-vm$fwd" -device virtio-net-pci,netdev=n0,mac=52:54:00:00:5e:01,romfile= \
+    "$@" >"$name.qemu.log" 2>&1 &
+  qpid=$!
+  pids+=("$qpid")
+}
+# wait_for NAME PATTERN TIMEOUT: until the serial log has PATTERN; prints the elapsed time.
+wait_for() {
+  local name=$1 pattern=$2 timeout=$3 start=$SECONDS
+  while ! grep -aq -- "$pattern" "$name.log" 2>/dev/null; do
+    if ! kill -0 "$qpid" 2>/dev/null; then grep -a 'trellis-guest' "$name.log" >&2 || true; fail "$name: QEMU exited before '$pattern'"; fi
+    [ $((SECONDS - start)) -lt "$timeout" ] || { tail -n 20 "$name.log" >&2; fail "$name: no '$pattern' after ${timeout}s"; }
+    sleep 0.5
+  done
+  echo "smoke: $name: '$pattern' after $((SECONDS - start)) s"
+}
+stop() { kill "$qpid" 2>/dev/null || true; wait "$qpid" 2>/dev/null || true; }
+
+# a) network boot and install
+step=$SECONDS
+qemu pxe "" -kernel "$guest/vmlinuz-amd64" -initrd "$guest/initramfs-amd64.xz" \
+  -append "console=ttyS0 talos.platform=metal slab_nomerge pti=on init_on_alloc=1 init_on_free=1 talos.config=http://10.0.2.2:$port/config?mac=\${mac}&uuid=\${uuid}&serial=\${serial} trellis.standin.image=http://10.0.2.2:$port/standin.iso" \
+  -drive file=disk.raw,if=none,id=d0,format=raw -device virtio-blk-pci,drive=d0
+wait_for pxe 'stage=lease' 120
+wait_for pxe 'stage=config .*source=url' 120
+wait_for pxe 'stage=install ' 180
+wait_for pxe 'stage=reboot' 60
+for _ in $(seq 60); do kill -0 "$qpid" 2>/dev/null || break; sleep 0.5; done
+kill -0 "$qpid" 2>/dev/null && fail "pxe: QEMU did not exit on reboot (-no-reboot)"
+[ "$(grep -ac 'stage=config-fetch.*status=403' pxe.log)" = 2 ] || fail "pxe: expected two 403 attempts"
+grep -aq "uuid=5a1d3e2c-0000-4000-8000-000000000001&serial=SMOKE-1" http.log || fail "pxe: \${uuid}/\${serial} not expanded: $(grep config http.log | tail -n1)"
+grep -aq 'mac=52%3A54%3A00%3A00%3A5e%3A01' http.log || fail "pxe: \${mac} not expanded"
+echo "smoke: a) network boot + install + reboot: $((SECONDS - step)) s"
+
+# b) the installed disk, SeaBIOS then OVMF
+check_api() {
+  local name=$1 apiport=$2 out
+  out=$(openssl s_client -connect "127.0.0.1:$apiport" -cert client.crt -key client.key -CAfile ca.crt \
+    -alpn h2 -verify_return_error -verify_ip 10.0.2.15 </dev/null 2>&1) || { echo "$out" >&2; fail "$name: TLS handshake"; }
+  grep -q 'Verify return code: 0 (ok)' <<<"$out" || fail "$name: server certificate not verified"
+  grep -q 'ALPN protocol: h2' <<<"$out" || fail "$name: ALPN h2 not negotiated"
+  out=$(curl -sS --http2 --max-time 20 --cacert ca.crt --cert client.crt --key client.key -D - -o /dev/null \
+    --resolve "cp1:$apiport:127.0.0.1" -X POST -H 'content-type: application/grpc' -H 'te: trailers' \
+    "https://cp1:$apiport/machine.MachineService/Version") || fail "$name: gRPC request"
+  grep -qi '^grpc-status: 12' <<<"$out" || { echo "$out" >&2; fail "$name: no grpc-status 12"; }
+  if curl -s --http2 --max-time 20 --cacert ca.crt --resolve "cp1:$apiport:127.0.0.1" -o /dev/null "https://cp1:$apiport/" -X POST; then
+    fail "$name: a client without certificate was accepted"
+  fi
+  echo "smoke: $name: TLS verified (client cert, IP SAN, ALPN h2), gRPC Unimplemented, no-cert client refused"
+}
+for fw in seabios ovmf; do
+  step=$SECONDS
+  apiport=$(free_port)
+  fwargs=()
+  [ "$fw" = ovmf ] && fwargs=("${ovmf[@]}")
+  qemu "disk-$fw" ",hostfwd=tcp:127.0.0.1:$apiport-:50000" "${fwargs[@]}" \
+    -drive file=disk.raw,if=none,id=d0,format=raw -device virtio-blk-pci,drive=d0,bootindex=1
+  wait_for "disk-$fw" 'stage=init mode=disk' 240
+  wait_for "disk-$fw" 'stage=installed .*hostname=cp1 ca=machine' 120
+  check_api "disk-$fw" "$apiport"
+  stop
+  echo "smoke: b) installed disk ($fw): $((SECONDS - step)) s"
+done
+
+# c) the live ISO with a blank disk
+truncate -s 0 blank.raw && truncate -s 96M blank.raw
+cp /usr/share/OVMF/OVMF_VARS_4M.fd vars.fd
+for fw in seabios ovmf; do
+  step=$SECONDS
+  fwargs=()
+  [ "$fw" = ovmf ] && fwargs=("${ovmf[@]}")
+  qemu "iso-$fw" "" "${fwargs[@]}" -drive file=blank.raw,if=virtio,format=raw \
+    -drive "file=$guest/standin.iso,media=cdrom,readonly=on" -boot d
+  wait_for "iso-$fw" 'stage=init mode=iso' 240
+  wait_for "iso-$fw" 'stage=iso ' 120
+  stop
+  echo "smoke: c) live ISO ($fw): $((SECONDS - step)) s"
+done
+echo "smoke: all passed in $((SECONDS - t0)) s"
