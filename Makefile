@@ -8,6 +8,10 @@ SANITY_VERSION := v5.4.0
 CSI_SPEC       := v1.12.0
 # k8s.io/kubelet module of K8S_VERSION (v1.X.Y -> v0.X.Y): the plugin registration API's proto.
 KUBELET_API    := $(patsubst v1.%,v0.%,$(K8S_VERSION))
+# Talos' API protos: from the root module github.com/siderolabs/talos at the version of
+# pkg/machinery hack/talosvalidate pins (the machinery module ships only generated Go code).
+TALOS_API      := $(shell awk '$$1 == "require" && $$2 == "github.com/siderolabs/talos/pkg/machinery" {print $$3}' hack/talosvalidate/go.mod)
+TALOS_STUBS    := operators/talosdevice/_gen/machine_pb2.py
 # CSI sidecars built from their Go modules (hack/csi-sidecars.sh) and shipped as images (make image).
 PROVISIONER_VERSION := v6.3.0
 SNAPSHOTTER_VERSION := v8.7.0
@@ -82,7 +86,12 @@ csi/_gen/csi_pb2.py: build/proto/csi.proto $(VENV)/.installed
 	$(PY) -m trellis.csi.stubs build/proto/csi.proto
 csi/_gen/pluginregistration_pb2.py: build/proto/pluginregistration.proto $(VENV)/.installed
 	$(PY) -m trellis.csi.stubs build/proto/pluginregistration.proto
-tools: $(BIN)/trellis-testenv $(BIN)/trellis-node $(BIN)/kubectl $(BIN)/helm $(BIN)/csi-sanity build/proto/csi.proto $(BIN)/talos-validate csi/_gen/csi_pb2.py csi/_gen/pluginregistration_pb2.py $(BIN)/csi-sanity-runner $(BIN)/csi-provisioner
+# Talos machine API stubs (trellis.operators.talosdevice.stubs): generated, never committed.
+build/proto/talos/%.proto: hack/module-file.sh hack/talosvalidate/go.mod
+	bash hack/module-file.sh github.com/siderolabs/talos@$(TALOS_API) api/$*/$*.proto $@
+$(TALOS_STUBS): build/proto/talos/common.proto build/proto/talos/machine.proto operators/talosdevice/stubs.py $(VENV)/.installed
+	$(PY) -m trellis.operators.talosdevice.stubs build/proto/talos
+tools: $(BIN)/trellis-testenv $(BIN)/trellis-node $(BIN)/kubectl $(BIN)/helm $(BIN)/csi-sanity build/proto/csi.proto $(BIN)/talos-validate csi/_gen/csi_pb2.py csi/_gen/pluginregistration_pb2.py $(TALOS_STUBS) $(BIN)/csi-sanity-runner $(BIN)/csi-provisioner
 
 crds: venv
 	$(PY) -m trellis.crdgen --out crds --chart charts/trellis/crds
@@ -93,7 +102,7 @@ lint: venv
 	$(VENV)/bin/mypy trellis hack/rossim hack/labnode hack/rack
 
 # Container images (hack/image.sh): OCI archives and images.json in build/images/; cached by inputs.
-IMAGE_DEPS := $(VENV)/.installed csi/_gen/csi_pb2.py csi/_gen/pluginregistration_pb2.py $(BIN)/csi-provisioner $(BIN)/csi-snapshotter $(BIN)/snapshot-controller
+IMAGE_DEPS := $(VENV)/.installed csi/_gen/csi_pb2.py csi/_gen/pluginregistration_pb2.py $(TALOS_STUBS) $(BIN)/csi-provisioner $(BIN)/csi-snapshotter $(BIN)/snapshot-controller
 image: sysdeps $(IMAGE_DEPS)
 	PY=$(PY) BIN=$(BIN) bash hack/image.sh
 
@@ -101,7 +110,7 @@ image: sysdeps $(IMAGE_DEPS)
 test: venv sysdeps tools image guest
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-unit: venv csi/_gen/csi_pb2.py csi/_gen/pluginregistration_pb2.py
+unit: venv csi/_gen/csi_pb2.py csi/_gen/pluginregistration_pb2.py $(TALOS_STUBS)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 up: venv sysdeps tools image guest

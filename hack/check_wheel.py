@@ -3,8 +3,8 @@
     python hack/check_wheel.py build/wheelhouse/trellis-0.1.0-py3-none-any.whl
 
 The folders operators/ and csi/ reach the wheel only through the trellis/operators and trellis/csi
-symlinks, the CSI stubs only when they were generated before the wheel was built, and the templates
-only through package-data: each of those has its own check here. Standard library only.
+symlinks, the CSI and Talos API stubs only when they were generated before the wheel was built, and
+the templates only through package-data: each of those has its own check here. Standard library only.
 """
 
 from __future__ import annotations
@@ -29,6 +29,10 @@ REQUIRED = (
     ("trellis/csi/_gen/csi_pb2_grpc.py", "the generated CSI services (make tools)"),
     ("trellis/csi/_gen/pluginregistration_pb2.py", "the generated kubelet registration messages"),
     ("trellis/csi/_gen/pluginregistration_pb2_grpc.py", "the generated kubelet registration service"),
+    ("trellis/operators/talosdevice/_gen/__init__.py", "the generated Talos API stubs package (make tools)"),
+    ("trellis/operators/talosdevice/_gen/common_pb2.py", "the generated Talos common messages"),
+    ("trellis/operators/talosdevice/_gen/machine_pb2.py", "the generated Talos machine messages"),
+    ("trellis/operators/talosdevice/_gen/machine_pb2_grpc.py", "the generated Talos MachineService client"),
     ("trellis/**.j2", "the jinja templates (package-data)"),
     ("trellis/operators/network/templates/dnsmasq.conf.j2", "the dnsmasq config template"),
     ("trellis-*.dist-info/entry_points.txt", "the console scripts"),
@@ -74,7 +78,7 @@ def main(argv: list[str]) -> int:
     for problem in found:
         print(f"{argv[1]}: {problem}", file=sys.stderr)
     if not found:
-        print(f"{argv[1]}: operators, csi, CSI stubs, templates and console scripts present")
+        print(f"{argv[1]}: operators, csi, CSI and Talos API stubs, templates and console scripts present")
     return 1 if found else 0
 
 

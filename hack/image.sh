@@ -132,6 +132,7 @@ base_id() {  # REF -> image ID (pulled when missing)
 wheelhouse() {  # -> build/wheelhouse with exactly the wheels the image installs
   local deps_key deps_dir stage whl=build/wheelhouse
   [ -f csi/_gen/csi_pb2.py ] || { echo "image: CSI stubs missing: run make tools" >&2; exit 1; }
+  [ -f operators/talosdevice/_gen/machine_pb2.py ] || { echo "image: Talos API stubs missing: run make tools" >&2; exit 1; }
   # Binary wheels are for one Python minor: the base's (Debian bookworm: 3.11).
   "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
     || { echo "image: $PY is not Python 3.11, the base image's Python: set PY" >&2; exit 1; }
@@ -154,6 +155,7 @@ wheelhouse() {  # -> build/wheelhouse with exactly the wheels the image installs
   } | while IFS= read -r -d '' f; do [ -e "$f" ] || [ -L "$f" ] && printf '%s\0' "$f"; done \
     | tar --null -T - -cf - | tar -C "$stage" -xf -
   mkdir -p "$stage/csi/_gen" && cp csi/_gen/*.py "$stage/csi/_gen/"
+  mkdir -p "$stage/operators/talosdevice/_gen" && cp operators/talosdevice/_gen/*.py "$stage/operators/talosdevice/_gen/"
   rm -rf "$whl" && mkdir -p "$whl"
   # Fixed timestamps: the same sources give the same wheel, so the image's cache key holds.
   SOURCE_DATE_EPOCH=315532800 \

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -41,6 +42,9 @@ type MachineConfig struct {
 	CACrt    []byte // PEM
 	CAKey    []byte // PEM, empty on workers
 	Hostname string
+	// TalosVersion is the tag of machine.install.image when it is a version (v1.12.0): the Talos
+	// the installer would have put on the disk. Empty for other tags and digests.
+	TalosVersion string
 	// Static addresses ("10.20.0.10/24") and default gateways of interfaces selected by this MAC
 	// or interface name, as Talos would configure them.
 	Interfaces []StaticInterface
@@ -54,8 +58,11 @@ type StaticInterface struct {
 
 type v1alpha1 struct {
 	Machine *struct {
-		Type string `yaml:"type"`
-		CA   struct {
+		Type    string `yaml:"type"`
+		Install struct {
+			Image string `yaml:"image"`
+		} `yaml:"install"`
+		CA struct {
 			Crt string `yaml:"crt"`
 			Key string `yaml:"key"`
 		} `yaml:"ca"`
@@ -114,7 +121,7 @@ func parseConfig(raw []byte) (*MachineConfig, error) {
 		if _, err := parseCertPEM(crt); err != nil {
 			return nil, fmt.Errorf("machine.ca.crt: %w", err)
 		}
-		cfg.Type, cfg.CACrt = m.Type, crt
+		cfg.Type, cfg.CACrt, cfg.TalosVersion = m.Type, crt, versionTag(m.Install.Image)
 		if m.CA.Key != "" {
 			if cfg.CAKey, err = base64.StdEncoding.DecodeString(m.CA.Key); err != nil {
 				return nil, fmt.Errorf("machine.ca.key: %w", err)
@@ -138,6 +145,23 @@ func parseConfig(raw []byte) (*MachineConfig, error) {
 		return nil, errors.New("no v1alpha1 document with a machine section")
 	}
 	return cfg, nil
+}
+
+var versionPattern = regexp.MustCompile(`^v\d+\.\d+\.\d+([-+.][0-9A-Za-z.+-]*)?$`)
+
+// versionTag is the image reference's tag when it names a Talos version: installers are tagged
+// with the release they install (ghcr.io/siderolabs/installer:v1.12.0, factory images alike).
+func versionTag(image string) string {
+	image, _, _ = strings.Cut(image, "@")
+	slash := strings.LastIndex(image, "/")
+	colon := strings.LastIndex(image, ":")
+	if colon <= slash {
+		return ""
+	}
+	if tag := image[colon+1:]; versionPattern.MatchString(tag) {
+		return tag
+	}
+	return ""
 }
 
 func parseCertPEM(b []byte) (*x509.Certificate, error) {

@@ -1,19 +1,27 @@
 package main
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/pem"
 	"net"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/siderolabs/talos/pkg/machinery/api/machine"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
 )
 
 // talosCA returns a CA in the format of operators/talosdevice/bundle.py: Ed25519, the key as
@@ -115,10 +123,99 @@ func TestExpandURL(t *testing.T) {
 	}
 }
 
-func TestGRPCUnimplemented(t *testing.T) {
-	rec := httptest.NewRecorder()
-	grpcUnimplemented(rec, httptest.NewRequest("POST", "/machine.MachineService/Version", nil))
-	if rec.Header().Get("grpc-status") != "12" || rec.Header().Get("content-type") != "application/grpc" {
-		t.Fatal(rec.Header())
+func TestVersionTag(t *testing.T) {
+	for image, want := range map[string]string{
+		"ghcr.io/siderolabs/installer:v1.12.0":                     "v1.12.0",
+		"factory.talos.dev/installer/abc123:v1.12.1-beta.0":        "v1.12.1-beta.0",
+		"registry.lab:5000/siderolabs/installer:v1.11.5@sha256:00": "v1.11.5",
+		"registry.lab:5000/installer":                              "",
+		"ghcr.io/siderolabs/installer:latest":                      "",
+		"":                                                         "",
+	} {
+		if got := versionTag(image); got != want {
+			t.Errorf("versionTag(%q) = %q, want %q", image, got, want)
+		}
+	}
+}
+
+// clientCert is the talosconfig admin certificate: Ed25519, signed by the machine CA.
+func clientCert(t *testing.T, caCrt, caKey []byte) tls.Certificate {
+	ca, err := parseCertPEM(caCrt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := parseKeyPEM(caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(), Subject: pkix.Name{Organization: []string{"os:admin"}},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, pub, signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: priv}
+}
+
+func TestAPIServesVersionOverMutualTLS(t *testing.T) {
+	crt, key := talosCA(t)
+	raw := strings.Replace(string(config(crt, key)), "  type: controlplane\n",
+		"  type: controlplane\n  install: {image: \"ghcr.io/siderolabs/installer:v1.12.0\"}\n", 1)
+	cfg, err := parseConfig([]byte(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, ln, err := listenAPI(cfg, "127.0.0.1:0", []net.IP{net.ParseIP("127.0.0.1")}, "cp1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Stop()
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(crt)
+	dial := func(certs ...tls.Certificate) machine.MachineServiceClient {
+		creds := credentials.NewTLS(&tls.Config{RootCAs: roots, Certificates: certs, ServerName: "127.0.0.1"})
+		conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(creds))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		return machine.NewMachineServiceClient(conn)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	client := dial(clientCert(t, crt, key))
+	resp, err := client.Version(ctx, &emptypb.Empty{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := resp.GetMessages()[0].GetVersion().GetTag(); got != "v1.12.0" {
+		t.Fatalf("tag %q", got)
+	}
+	if _, err := client.Hostname(ctx, &emptypb.Empty{}); status.Code(err) != codes.Unimplemented {
+		t.Fatalf("Hostname: %v", err)
+	}
+	if _, err := dial().Version(ctx, &emptypb.Empty{}); err == nil || status.Code(err) == codes.OK {
+		t.Fatal("a client without certificate was answered")
+	}
+	otherCrt, otherKey := talosCA(t)
+	if _, err := dial(clientCert(t, otherCrt, otherKey)).Version(ctx, &emptypb.Empty{}); err == nil {
+		t.Fatal("a client of another CA was answered")
+	}
+}
+
+func TestVersionFallsBackToStandinTag(t *testing.T) {
+	crt, key := talosCA(t)
+	cfg, err := parseConfig(config(crt, key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, _ := (&machineAPI{tag: versionOf(cfg)}).Version(context.Background(), &emptypb.Empty{})
+	if got := resp.GetMessages()[0].GetVersion().GetTag(); got != standinTag {
+		t.Fatalf("tag %q", got)
 	}
 }

@@ -10,10 +10,15 @@
 //	      Otherwise: DHCP, GET the URL every 5 s until 200 and a valid machine config, write the
 //	      image from trellis.standin.image=<URL> raw to /dev/vda, store the config in the disk's
 //	      last 4 MiB, reboot.
-//	disk  no talos.config, a valid config stored on /dev/vda: DHCP, then the Talos API on :50000
-//	      (TLS 1.2+, ALPN h2, client certificates verified against machine.ca.crt, every request
-//	      answered with gRPC status 12 Unimplemented).
+//	disk  no talos.config, a valid config stored on /dev/vda: DHCP, then the Talos API on :50000:
+//	      a gRPC server (TLS 1.2+, ALPN h2, client certificates verified against machine.ca.crt)
+//	      with Talos' own MachineService (github.com/siderolabs/talos/pkg/machinery/api/machine).
+//	      Version answers with the tag of machine.install.image when it is a version (v1.12.0),
+//	      else v1.12.0-trellis-standin; every other call is gRPC status 12 Unimplemented.
 //	iso   neither: DHCP, then idle (Talos would wait in maintenance mode).
+//
+// `trellis-guest api --config FILE [--listen ADDR]` serves the disk mode's Talos API as an
+// ordinary process on the host (tests): no PID 1, DHCP or disk; see apiCommand.
 //
 // Console markers, one line each on /dev/console (and ttyS0 when that is not the console), for
 // tests that read the serial log to tell where a boot stopped. Format:
@@ -31,7 +36,7 @@
 //	install-error   error=...          (download or write failed; retried every 5 s)
 //	stored          offset=N bytes=N   (config written to the disk's last 4 MiB)
 //	reboot          reason=installed
-//	installed       api=<ip>:50000 addresses=<ip,...> hostname= ca=machine|ephemeral
+//	installed       api=<ip>:50000 addresses=<ip,...> hostname= ca=machine|ephemeral version=<tag>
 //	iso             ip= mac=            (live ISO without a config: idles)
 //	error           error=...          (fatal; the guest idles so the log shows it)
 //
@@ -126,6 +131,9 @@ func kernelRelease() string {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "api" {
+		os.Exit(apiCommand(os.Args[2:]))
+	}
 	openExtraConsole()
 	// Only PID 1 is the guest; run elsewhere (by mistake) it must not reboot the machine.
 	if os.Getpid() != 1 && os.Getenv("TRELLIS_GUEST_FORCE") == "" {

@@ -48,11 +48,12 @@ def reservation_name(host: str, nic: str) -> str:
     return f"{name[:242]}-{digest}"
 
 
-def iscsi_root_path(iqn: str, portal: str, port: int | None = None) -> str:
+def iscsi_root_path(iqn: str, portal: str, port: int | None = None, lun: int | None = None) -> str:
     """RFC 4173 root-path iscsi:<server>:<protocol>:<port>:<lun>:<target> as iPXE sanboots it."""
     port_part = "" if port in (None, ISCSI_DEFAULT_PORT) else str(port)
+    lun_part = str(lun) if lun else ""
     host = f"[{portal}]" if ":" in portal else portal
-    path = f"iscsi:{host}::{port_part}::{iqn}"
+    path = f"iscsi:{host}::{port_part}:{lun_part}:{iqn}"
     if not _SAFE_ROOT_PATH.match(path) or len(path) > 512:
         raise ValueError(f"ISOCDROM export {iqn!r} at {portal!r} cannot be used as a DHCP root-path")
     return path

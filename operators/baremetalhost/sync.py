@@ -48,7 +48,7 @@ class ReservationSync:
             raise WaitingFor(f"ISOCDROM {ref} is not exported yet (phase {status.get('phase') or 'Pending'})")
         try:
             return reservations.iscsi_root_path(
-                status["iqn"], status["portalAddress"], status.get("portalPort")
+                status["iqn"], status["portalAddress"], status.get("portalPort"), status.get("lun")
             )
         except ValueError as exc:
             raise UnsupportedError(str(exc)) from exc

@@ -31,6 +31,7 @@ class RouterAccess:
     name: str
     ssh: SSHConfig
     portal_address: str
+    lun: int = 0
 
 
 class Cluster:
@@ -88,7 +89,7 @@ class Cluster:
             )
         except ValueError as exc:
             raise ConfigProblem("InvalidCredentials", str(exc)) from exc
-        return RouterAccess(router_name, config, portal_address(address))
+        return RouterAccess(router_name, config, portal_address(address), int(spec.get("iscsiLUN", 0)))
 
     def baremetalhosts(self) -> list[dict[str, Any]]:
         result: Any = self.custom.list_cluster_custom_object(GROUP, VERSION, "baremetalhosts")

@@ -239,6 +239,7 @@ def reconcile(
         itemId=export.item_id,
         portalAddress=access.portal_address or None,
         portalPort=export.port,
+        lun=access.lun,
         lastExportCheck=now_rfc3339(),
     )
     return run

@@ -89,12 +89,15 @@ def make_app(service: BootService) -> web.Application:
         entry = service.bundle_of(cluster) if cluster else None
         if device is None or cluster is None or entry is None:
             return web.Response(status=403, text="# not an approved device\n")
-        if not token_matches(service.token_for(device, entry[1]), request.query.get("token")):
+        presented = request.query.get("token")
+        if not token_matches(service.token_for(device, entry[1]), presented):
+            which = "a wrong token" if presented else "no token"
             service.event(
                 device,
                 "ConfigDenied",
-                f"config request for {mac} from {_remote(request)} had a wrong or no token",
+                f"config request for {mac} from {_remote(request)} had {which}",
                 True,
+                cause=which,
             )
             return web.Response(status=403, text="# token required\n")
         if not service.servable(device):
@@ -107,6 +110,7 @@ def make_app(service: BootService) -> web.Application:
                 f"config request for {mac} from {_remote(request)}: no network boot of this device through "
                 f"this service in the last {window:.0f}s",
                 True,
+                cause="window",
             )
             return web.Response(status=403, text="# no recent network boot of this device\n")
         wipe = mac in service.wipe_boots

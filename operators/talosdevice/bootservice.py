@@ -75,7 +75,7 @@ class BootService:
     script_served: dict[str, float] = field(default_factory=dict)
     wipe_boots: set[str] = field(default_factory=set)
     creating: dict[str, asyncio.Task[None]] = field(default_factory=dict)
-    last_event: dict[tuple[Key, str], float] = field(default_factory=dict)
+    last_event: dict[tuple[Key, str, str, str], float] = field(default_factory=dict)
     stats: Stats = field(default_factory=Stats)
     writer: StatusWriter | None = None
     background: set[asyncio.Task[None]] = field(default_factory=set)
@@ -189,9 +189,12 @@ class BootService:
         if self.writer is not None:
             self.writer.update(key, status)
 
-    def event(self, obj: Mapping[str, Any], reason: str, message: str, warning: bool = False) -> None:
-        """Record an Event in the background (at most one per device and reason every 5 minutes)."""
-        mark = (key_of(obj), reason)
+    def event(
+        self, obj: Mapping[str, Any], reason: str, message: str, warning: bool = False, cause: str = ""
+    ) -> None:
+        """Record an Event in the background: at most one per device (this very object, by UID),
+        reason and cause every 5 minutes, since machines retry every few seconds."""
+        mark = (key_of(obj), str(obj["metadata"].get("uid", "")), reason, cause)
         if time.monotonic() - self.last_event.get(mark, -_EVENT_EVERY) < _EVENT_EVERY:
             return
         self.last_event[mark] = time.monotonic()

@@ -24,6 +24,9 @@ from trellis.operators.talosdevice.contract import Contract
 
 CA_VALIDITY = dt.timedelta(hours=87600)
 ADMIN_CERT_VALIDITY = dt.timedelta(days=365)
+# A node's clock may lag ours (before NTP syncs, or a VM's clock under load): a certificate minted
+# just now would not be valid yet there, and apid refuses it as expired.
+ADMIN_CERT_BACKDATE = dt.timedelta(hours=1)
 ED25519_PEM_LABEL = "ED25519 PRIVATE KEY"
 _TOKEN_ALPHABET = string.ascii_lowercase + string.digits
 
@@ -239,7 +242,7 @@ def admin_client_certificate(bundle: SecretsBundle, now: dt.datetime | None = No
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(secrets.randbits(128) | 1)
-        .not_valid_before(now)
+        .not_valid_before(now - ADMIN_CERT_BACKDATE)
         .not_valid_after(now + ADMIN_CERT_VALIDITY)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(

@@ -10,7 +10,6 @@ import base64
 import logging
 import os
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,7 +19,6 @@ from pydantic import ValidationError
 
 from trellis.api.talos import TalosClusterSpec, TalosDeviceSpec
 from trellis.operators.talosdevice import objects as o
-from trellis.operators.talosdevice.apiprobe import ClientCredentials, client_context, talos_api_answers
 from trellis.operators.talosdevice.bundle import (
     SecretsBundle,
     admin_client_certificate,
@@ -44,12 +42,10 @@ from trellis.operators.talosdevice.rules import (
     cluster_verdicts,
     endpoint_ip,
 )
+from trellis.operators.talosdevice.talosapi import TALOS_API_PORT, ClientCredentials, talos_versions
 from trellis.opkit.conditions import set_condition
 
 log = logging.getLogger(__name__)
-
-
-TALOS_API_PORT = 50000  # apid: answers once Talos runs with the config it fetched
 
 
 class ClusterProblem(Exception):
@@ -238,8 +234,10 @@ def devices_pass(
                 result.controlplane_addresses += own[:1]
         desired = o.device_status(obj, verdict, o.unapproved_reason(obj))
         if fact.name in installed:
+            endpoint_at, version = installed[fact.name]
             desired["phase"] = "Installed"
-            result.events.append((obj, "Installed", f"Talos API answers at {installed[fact.name]}", False))
+            desired["talosVersion"] = version
+            result.events.append((obj, "Installed", f"Talos {version} answers at {endpoint_at}", False))
         changes = o.status_changes(obj.get("status"), desired)
         if changes:
             kube.patch_status(DEVICES, meta["namespace"], fact.name, changes)
@@ -255,11 +253,11 @@ def installed_devices(
     facts: list[DeviceFacts],
     verdicts: Mapping[str, Verdict],
     bundle: SecretsBundle | None,
-) -> dict[str, str]:
-    """Devices whose config was served and whose Talos API now answers: installed and running.
+) -> dict[str, tuple[str, str]]:
+    """Devices whose config was served and whose Talos API now answers: ``{name: (address:port, version)}``.
 
-    Only devices in phase ConfigServed are probed (a mutual-TLS handshake with apid using an admin
-    client certificate of the cluster: apiprobe.py), so an idle pass probes nothing; the
+    Only devices in phase ConfigServed are asked (MachineService.Version over mutual TLS with an
+    admin client certificate of the cluster: talosapi.py), so an idle pass calls nothing; the
     Kubernetes node's readiness lives in the workload cluster and is not seen here.
     """
     port = int(os.environ.get("TRELLIS_TALOS_API_PORT", str(TALOS_API_PORT)))
@@ -273,12 +271,8 @@ def installed_devices(
             targets[fact.name] = address
     if not targets or bundle is None:
         return {}
-    client = admin_client_certificate(bundle)
-    context = client_context(ClientCredentials(bundle.os.crt, client.crt, client.key))
-    with ThreadPoolExecutor(max_workers=min(16, len(targets))) as pool:
-        probes = pool.map(lambda a: talos_api_answers(a, port, context), targets.values())
-        answers = dict(zip(targets, probes, strict=True))
-    return {name: f"{address}:{port}" for name, address in targets.items() if answers[name]}
+    versions = talos_versions(targets, port, ClientCredentials.admin_of(bundle))
+    return {name: (f"{targets[name]}:{port}", version) for name, version in versions.items()}
 
 
 def _ready(status: Mapping[str, Any] | None) -> tuple[bool, str, str] | None:

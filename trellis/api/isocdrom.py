@@ -122,6 +122,9 @@ class ISOCDROMStatus(ObservedStatus):
     iqn: ShortText | None = Field(default=None, description="iSCSI target IQN.")
     portal_address: IPAddress | None = Field(default=None, description="iSCSI portal address.")
     portal_port: Port | None = Field(default=None, description="iSCSI portal port.")
+    lun: int | None = Field(
+        default=None, ge=0, le=255, description="iSCSI LUN of the image (the Router's iscsiLUN)."
+    )
     item_id: ShortText | None = Field(default=None, description="RouterOS /disk item id (.id).")
     slot: ShortText | None = Field(default=None, description="RouterOS disk slot in use.")
     subscribers: list[Subscriber] | None = Field(

@@ -95,6 +95,13 @@ class RouterSpec(TrellisModel):
     probe_interval_seconds: int = Field(
         default=60, ge=5, le=3600, description="How often reachability and version are checked."
     )
+    iscsi_lun: int = Field(
+        default=0,
+        ge=0,
+        le=255,
+        description="role rds: the LUN at which the device serves an exported disk, put in iSCSI "
+        "root-paths for sanboot. RouterOS shows no LUN; 0 is what mkube's sanboot flow uses.",
+    )
 
 
 class RouterStatus(ObservedStatus):

@@ -463,6 +463,11 @@ class TalosDeviceStatus(ObservedStatus):
         default=None,
         description="Role of the config last admitted for serving (guards the last control plane).",
     )
+    talos_version: ShortText | None = Field(
+        default=None,
+        description="Talos version (tag) the machine's API reported (MachineService.Version) when it "
+        "was found installed.",
+    )
 
 
 class TalosDevice(TrellisResource):
@@ -480,6 +485,7 @@ class TalosDevice(TrellisResource):
             PrinterColumn("Hostname", ".spec.hostname"),
             PrinterColumn("Approval", ".spec.approval"),
             PrinterColumn("Phase", ".status.phase"),
+            PrinterColumn("Talos", ".status.talosVersion"),
             PrinterColumn("IP", ".status.observed.ip"),
             AGE_COLUMN,
         ),

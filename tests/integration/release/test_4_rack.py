@@ -44,7 +44,7 @@ ISO_SERVER = Server(
     "bios",
     "ipmi",
     "none",
-    boot_source={"type": "isocdrom", "isocdromRef": ISO, "via": "iscsi", "mode": "once"},
+    boot_source={"type": "isocdrom", "isocdromRef": ISO, "via": "iscsi", "mode": "always"},
 )
 
 
@@ -71,6 +71,8 @@ def iso_objects(rds: RosSim, router: str) -> Callable[[str], list[dict[str, Any]
                     "sshPort": rds.ssh_port,
                     "credentialsSecretRef": {"name": "rack-rds", "namespace": NS},
                     "sshHostKey": {"knownHosts": rds.known_hosts_line},
+                    # The simulator's tgtd keeps LUN 0 for its controller and serves disks at 1.
+                    "iscsiLUN": 1,
                 },
             },
             {
@@ -194,7 +196,7 @@ def test_iso_on_the_rds_boots_over_iscsi(lab: Lab) -> None:
     host's reservation carries the export as DHCP root-path, and iPXE sanboots it."""
     show = lab.diagnostics(ISO_SERVER)
     iso = wait_stage("ISOCDROM Ready", lambda: _ready_iso(lab), 240, show)
-    root_path = f"iscsi:{iso['portalAddress']}::::{iso['iqn']}"
+    root_path = f"iscsi:{iso['portalAddress']}:::{iso['lun']}:{iso['iqn']}"
 
     def reservation_has_root_path() -> bool:
         res = lab.get("dhcpreservations", f"{ISO_SERVER.name}-eth0") or {}

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
-import time
 
 import yaml
 
 from tests.integration.talosdevice.conftest import cluster, device, events, get, patch, wait_ready
-from tests.support.apid import FakeApid, self_signed_ca
 from tests.support.kube import ControlPlane
 from tests.support.operators import OperatorProcess
 from tests.support.wait import wait_for
@@ -292,44 +289,3 @@ def test_last_control_plane_cannot_be_removed(
         return crds.kubectl("-n", namespace, "get", "talosdevices", "cp-1", check=False).returncode != 0
 
     wait_for(gone, timeout=60, what="cp-1 deleted once it is alone")
-
-
-def test_installed_when_talos_api_answers(
-    crds: ControlPlane, talos_operator: OperatorProcess, namespace: str
-) -> None:
-    crds.apply(cluster("lab", endpoint="https://lab.example:6443"), namespace=namespace)
-    crds.apply(
-        device("w-1", "52:54:00:00:06:01", approval="Approved", addresses=["127.0.0.1/8"]),
-        namespace=namespace,
-    )
-    wait_ready(crds, "talosdevices", "w-1", namespace, "True")
-    # What the boot service records when it serves the config.
-    crds.kubectl(
-        "-n", namespace, "patch", "talosdevices", "w-1", "--subresource=status", "--type=merge",
-        "-p", json.dumps({"status": {"phase": "ConfigServed"}}),
-    )  # fmt: skip
-
-    def phase() -> str:
-        return str(get(crds, "talosdevices", "w-1", namespace)["status"].get("phase"))
-
-    port = int(talos_operator.extra["talos_api_port"])
-    bundle = bundle_of(crds, namespace, "lab")
-    # Nothing answers on the Talos API port yet: the device stays ConfigServed.
-    time.sleep(6)  # one resync period of the operator under test (5 s)
-    assert phase() == "ConfigServed"
-    # Something that is not this cluster's Talos answers: a plain TCP service, then a TLS server
-    # with a certificate from another CA. Neither makes the device Installed.
-    with socket.socket() as plain:
-        plain.bind(("127.0.0.1", port))
-        plain.listen()
-        time.sleep(6)
-        assert phase() == "ConfigServed"
-    foreign_crt, foreign_key = self_signed_ca()
-    with FakeApid(port, foreign_crt, foreign_key, client_ca=bundle.os.crt) as impostor:
-        time.sleep(6)
-        assert phase() == "ConfigServed"
-        assert impostor.handshakes == 0  # the operator refused the certificate
-    with FakeApid(port, bundle.os.crt, bundle.os.key, client_ca=bundle.os.crt) as apid:
-        wait_for(lambda: phase() == "Installed", timeout=30, what="phase Installed")
-        assert apid.handshakes >= 1  # the operator presented a client certificate apid accepted
-    assert events(crds, namespace, "w-1", "Installed")
