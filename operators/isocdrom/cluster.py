@@ -89,7 +89,7 @@ class Cluster:
             )
         except ValueError as exc:
             raise ConfigProblem("InvalidCredentials", str(exc)) from exc
-        return RouterAccess(router_name, config, portal_address(address), int(spec.get("iscsiLUN", 0)))
+        return RouterAccess(router_name, config, portal_address(address), int(spec.get("iscsiLun", 0)))
 
     def baremetalhosts(self) -> list[dict[str, Any]]:
         result: Any = self.custom.list_cluster_custom_object(GROUP, VERSION, "baremetalhosts")

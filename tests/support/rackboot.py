@@ -303,9 +303,21 @@ def rack_lab(
             yield lab
         finally:
             for kind in ("baremetalhosts", "talosdevices"):
-                lab.kubectl("delete", kind, "--all", "-n", NS, "--wait=true", "--timeout=120s", check=False)
-            lab.kubectl("delete", "talosclusters", CLUSTER, "-n", NS, "--timeout=60s", check=False)
-            lab.kubectl("delete", "networks", NETWORK, "--timeout=60s", check=False)
+                lab.kubectl(
+                    "delete",
+                    kind,
+                    "--all",
+                    "-n",
+                    NS,
+                    "--wait=true",
+                    "--timeout=120s",
+                    check=False,
+                    timeout=150,
+                )
+            lab.kubectl(
+                "delete", "talosclusters", CLUSTER, "-n", NS, "--timeout=60s", check=False, timeout=90
+            )
+            lab.kubectl("delete", "networks", NETWORK, "--timeout=60s", check=False, timeout=90)
             lab.kubectl("delete", "secret", "rack-bmc", "-n", NS, check=False)
 
 

@@ -123,7 +123,7 @@ class ISOCDROMStatus(ObservedStatus):
     portal_address: IPAddress | None = Field(default=None, description="iSCSI portal address.")
     portal_port: Port | None = Field(default=None, description="iSCSI portal port.")
     lun: int | None = Field(
-        default=None, ge=0, le=255, description="iSCSI LUN of the image (the Router's iscsiLUN)."
+        default=None, ge=0, le=255, description="iSCSI LUN of the image (the Router's iscsiLun)."
     )
     item_id: ShortText | None = Field(default=None, description="RouterOS /disk item id (.id).")
     slot: ShortText | None = Field(default=None, description="RouterOS disk slot in use.")

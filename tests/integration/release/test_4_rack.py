@@ -72,7 +72,7 @@ def iso_objects(rds: RosSim, router: str) -> Callable[[str], list[dict[str, Any]
                     "credentialsSecretRef": {"name": "rack-rds", "namespace": NS},
                     "sshHostKey": {"knownHosts": rds.known_hosts_line},
                     # The simulator's tgtd keeps LUN 0 for its controller and serves disks at 1.
-                    "iscsiLUN": 1,
+                    "iscsiLun": 1,
                 },
             },
             {
@@ -109,8 +109,8 @@ def lab(release: Release, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             ) as lab:
                 yield lab
         finally:
-            release.cp.kubectl("delete", "isocdrom", ISO, "--timeout=120s", check=False)
-            release.cp.kubectl("delete", "router", router, "--timeout=60s", check=False)
+            release.cp.kubectl("delete", "isocdrom", ISO, "--timeout=120s", check=False, timeout=150)
+            release.cp.kubectl("delete", "router", router, "--timeout=60s", check=False, timeout=90)
             release.cp.kubectl("delete", "secret", "rack-rds", "-n", NS, check=False)
 
 

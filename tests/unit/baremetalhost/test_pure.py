@@ -116,7 +116,7 @@ SPEC = {
 def test_desired_reservations_per_role() -> None:
     root = reservations.iscsi_root_path("iqn.2000-02.com.mikrotik:talos", "10.0.0.1")
     assert root == "iscsi:10.0.0.1::::iqn.2000-02.com.mikrotik:talos"
-    # A device that serves disks at another LUN (the Router's iscsiLUN), and a non-default port.
+    # A device that serves disks at another LUN (the Router's iscsiLun), and a non-default port.
     assert reservations.iscsi_root_path("iqn.x:t", "10.0.0.1", 3261, 1) == "iscsi:10.0.0.1::3261:1:iqn.x:t"
     want = {d.nic: d for d in reservations.desired_reservations("srv1", SPEC, root_path=root)}
     assert want["eno1"].name == "srv1-eno1"
