@@ -150,7 +150,7 @@ guest: sysdeps
 # Seconds per boot stage for 1 and 4 virtual servers booting at once through a release (build/bench/boot-e2e.json).
 .PHONY: bench-boot-e2e
 bench-boot-e2e: venv sysdeps tools image guest
-	mkdir -p build/bench && $(PY) hack/bench/boot_e2e.py
+	mkdir -p build/bench && PYTHONPATH=$(CURDIR):$(CURDIR)/hack $(PY) hack/bench/boot_e2e.py
 
 clean:
 	rm -rf build .run
