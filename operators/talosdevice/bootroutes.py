@@ -17,7 +17,7 @@ from trellis.operators.talosdevice import ipxe
 from trellis.operators.talosdevice import objects as o
 from trellis.operators.talosdevice.bootservice import _MAC, BootService, _observed, log
 from trellis.operators.talosdevice.kube import DEVICES, now
-from trellis.operators.talosdevice.render import RenderError
+from trellis.operators.talosdevice.render import RenderError, config_hash
 from trellis.operators.talosdevice.tokens import ROTATION_ANNOTATION, token_matches
 
 
@@ -119,6 +119,8 @@ def make_app(service: BootService) -> web.Application:
         except (RenderError, ValueError) as exc:
             service.event(device, "RenderFailed", str(exc).splitlines()[0], True)
             return web.Response(status=503, text="# config cannot be rendered, see the device's events\n")
+        # The hash of the config as it stays installed (the wipe flag only matters to this boot).
+        served = config_hash(service.render(device, cluster, False) if wipe else text)
         service.wipe_boots.discard(mac)
         stamp = now()
         uuid = request.query.get("uuid", "")
@@ -127,6 +129,7 @@ def make_app(service: BootService) -> web.Application:
             {
                 "lastConfigFetch": stamp,
                 "phase": "ConfigServed",
+                "servedConfigHash": served,
                 "observed": _observed(_remote(request), uuid, None),
             },
             routine=(device.get("status") or {}).get("phase") == "ConfigServed",

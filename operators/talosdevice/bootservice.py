@@ -34,7 +34,7 @@ from trellis.operators.talosdevice import objects as o
 from trellis.operators.talosdevice.bootstore import Key, StatusWriter, Store, key_of, start_reflectors
 from trellis.operators.talosdevice.bundle import SecretsBundle
 from trellis.operators.talosdevice.kube import DEVICES, LABEL_MAC, Kube, mac_label, now
-from trellis.operators.talosdevice.render import ClusterInput, DeviceInput, RenderError, render_device
+from trellis.operators.talosdevice.render import ClusterInput, RenderError, device_input_of, render_device
 from trellis.operators.talosdevice.tokens import ROTATION_ANNOTATION, device_token, token_key
 
 log = logging.getLogger("trellis.bootservice")
@@ -152,6 +152,8 @@ class BootService:
             cmeta.get("generation"),
             secret["metadata"].get("resourceVersion"),
             (registries or {}).get("metadata", {}).get("resourceVersion"),
+            # Written by the operator into status, so no generation bump announces it.
+            repr((device.get("status") or {}).get("hostDisk")),
             wipe,
         )
         started = time.perf_counter()
@@ -163,7 +165,9 @@ class BootService:
             return cached
         patches, documents = self._parsed("registries", registries) if registries else ([], [])
         cluster_input = ClusterInput(cmeta["name"], self._parsed("cluster", cluster), patches, documents)
-        device_input = DeviceInput(dmeta["name"], self._parsed("device", device), wipe=wipe)
+        device_input = device_input_of(
+            dmeta["name"], self._parsed("device", device), device.get("status"), wipe
+        )
         text = render_device(cluster_input, device_input, bundle_entry[0]).to_yaml()
         self.stats.renders += 1
         self.stats.render_seconds += time.perf_counter() - started

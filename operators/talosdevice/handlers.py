@@ -22,6 +22,7 @@ from trellis.api.talos import TalosClusterSpec
 from trellis.operators.talosdevice import objects as o
 from trellis.operators.talosdevice import reconcile as r
 from trellis.operators.talosdevice.kube import CLUSTERS, DEVICES, LABEL_RULE, Kube
+from trellis.operators.talosdevice.retire import RESET_TRIES, retire
 from trellis.operators.talosdevice.rules import auto_approval, blocks_deletion
 from trellis.opkit.settings import configure
 
@@ -110,10 +111,8 @@ async def cluster_changed(body: kopf.Body, namespace: Any, name: Any, **_: Any) 
     _trigger(namespace, name)
 
 
-def _cluster_pass(
-    namespace: str, name: str, refresh_registries: bool
-) -> list[tuple[Any, str, str, bool]] | None:
-    """Events to record, or None when the cluster is gone."""
+def _cluster_pass(namespace: str, name: str, refresh_registries: bool) -> r.PassResult | None:
+    """What the pass found (status written, Events posted), or None when the cluster is gone."""
     k = kube()
     cluster = k.get(CLUSTERS, namespace, name)
     if cluster is None or cluster["metadata"].get("deletionTimestamp"):
@@ -137,8 +136,9 @@ def _cluster_pass(
         r.record_talosconfig_endpoints(k, cluster, result.controlplane_addresses)
     # Posted directly: this runs outside kopf's handler context, where kopf.info cannot post.
     for obj, reason, message, warning in result.events:
-        k.event({"apiVersion": API_VERSION, "kind": "TalosDevice", **obj}, reason, message, warning)
-    return result.events
+        kind = obj.get("kind") or "TalosDevice"
+        k.event({"apiVersion": API_VERSION, "kind": kind, **obj}, reason, message, warning)
+    return result
 
 
 async def judge_clusters() -> None:
@@ -160,7 +160,7 @@ async def judge_clusters() -> None:
         _dirty.clear()
         for namespace, name in batch:
             try:
-                events = await asyncio.to_thread(_cluster_pass, namespace, name, resync)
+                result = await asyncio.to_thread(_cluster_pass, namespace, name, resync)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # judged again on the next trigger; logged, not lost
@@ -168,8 +168,11 @@ async def judge_clusters() -> None:
                 _trigger(namespace, name)
                 await asyncio.sleep(1)
                 continue
-            if events is None:
+            if result is None:
                 _known.discard((namespace, name))
+            elif result.again_in is not None:
+                # Day-2 work under way (an upgrade, a reboot): follow it closer than the resync.
+                asyncio.get_running_loop().call_later(result.again_in, _trigger, namespace, name)
 
 
 # --- TalosDevice ----------------------------------------------------------------------------------
@@ -283,11 +286,15 @@ def _deletion_blocker(obj: Mapping[str, Any]) -> str | None:
 
 
 @kopf.on.delete(GROUP, VERSION, DEVICES)
-async def device_deleted(body: kopf.Body, namespace: Any, spec: Any, **_: Any) -> None:
+async def device_deleted(body: kopf.Body, namespace: Any, spec: Any, retry: int, **_: Any) -> None:
     reason = await asyncio.to_thread(_deletion_blocker, dict(body))
     if reason:
         kopf.warn(body, reason="LastControlPlane", message=reason)
         raise kopf.TemporaryError(reason, delay=15)
+    for event_reason, message, warning in await asyncio.to_thread(
+        retire, kube(), dict(body), retry >= RESET_TRIES
+    ):
+        (kopf.warn if warning else kopf.info)(body, reason=event_reason, message=message)
     cluster = spec.get("clusterRef")
     if cluster:
         _trigger(namespace, cluster)

@@ -165,10 +165,28 @@ def device_status(
     return out
 
 
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    return value
+
+
 def status_changes(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> dict[str, Any]:
-    """Only the fields that differ: an unchanged status means no write at all."""
+    """Only the fields that differ: an unchanged status means no write at all.
+
+    Sections (dicts) are compared without their null fields; a changed section's patch nulls the
+    fields it no longer has, since a merge patch would otherwise keep them.
+    """
     current = current or {}
-    return {k: v for k, v in desired.items() if current.get(k) != v}
+    out: dict[str, Any] = {}
+    for key, value in desired.items():
+        want, have = _without_nulls(value), current.get(key)
+        if have == want:
+            continue
+        if isinstance(want, dict) and isinstance(have, dict):
+            want = {**dict.fromkeys(k for k in have if k not in want), **want}
+        out[key] = want
+    return out
 
 
 def unapproved_reason(obj: Mapping[str, Any]) -> tuple[str, str]:

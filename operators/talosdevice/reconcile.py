@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +25,16 @@ from trellis.operators.talosdevice.bundle import (
     talosconfig,
 )
 from trellis.operators.talosdevice.contract import UnsupportedTalosVersion, contract_for
+from trellis.operators.talosdevice.day2 import initial_config
+from trellis.operators.talosdevice.hardware import (
+    hardware_status,
+    hosts_in,
+    link_events,
+    linked_host,
+    reinstall_request,
+    start_reinstall,
+)
+from trellis.operators.talosdevice.installed import installed_devices, run_day2
 from trellis.operators.talosdevice.kube import (
     DEVICES,
     LABEL_MAC,
@@ -34,15 +43,20 @@ from trellis.operators.talosdevice.kube import (
     Kube,
     mac_label,
 )
-from trellis.operators.talosdevice.render import ClusterInput, DeviceInput, RenderError, render_device
+from trellis.operators.talosdevice.render import (
+    ClusterInput,
+    Rendered,
+    RenderError,
+    config_hash,
+    device_input_of,
+    render_device,
+)
 from trellis.operators.talosdevice.rules import (
-    DeviceFacts,
     Verdict,
     addresses_of,
     cluster_verdicts,
     endpoint_ip,
 )
-from trellis.operators.talosdevice.talosapi import TALOS_API_PORT, ClientCredentials, talos_versions
 from trellis.opkit.conditions import set_condition
 
 log = logging.getLogger(__name__)
@@ -180,17 +194,20 @@ class PassResult:
     endpoint_device: str | None
     controlplane_addresses: list[str] = field(default_factory=list)
     events: list[tuple[Mapping[str, Any], str, str, bool]] = field(default_factory=list)
+    upgrade: dict[str, Any] | None = None
+    again_in: float | None = None  # judge the cluster again this soon (day-2 work under way)
 
 
-def render_for_rules(state: ClusterState, name: str, obj: Mapping[str, Any]) -> frozenset[str] | Verdict:
-    """The device's static addresses from its render, or the verdict explaining why it fails."""
+def render_for_rules(state: ClusterState, name: str, obj: Mapping[str, Any]) -> Rendered | Verdict:
+    """The device's rendered config, or the verdict explaining why it cannot be rendered."""
     try:
         spec = TalosDeviceSpec.model_validate(obj.get("spec") or {})
         cluster_input = ClusterInput(name, state.spec, state.registry_patches, state.registry_documents)
-        rendered = render_device(cluster_input, DeviceInput(_name(obj), spec), state.bundle)
+        return render_device(
+            cluster_input, device_input_of(_name(obj), spec, obj.get("status")), state.bundle
+        )
     except (RenderError, ValueError) as exc:
         return Verdict(False, "RenderFailed", str(exc).splitlines()[0])
-    return addresses_of(rendered.documents)
 
 
 def devices_pass(
@@ -203,7 +220,7 @@ def devices_pass(
         for d in kube.list_objects(DEVICES, meta["namespace"]).get("items", [])
         if (d.get("spec") or {}).get("clusterRef") == meta["name"]
     ]
-    facts, failed = [], {}
+    facts, failed, rendered = [], {}, {}
     for obj in items:
         addresses: frozenset[str] = frozenset()
         if state is not None and (obj.get("spec") or {}).get("approval") == "Approved":
@@ -211,13 +228,19 @@ def devices_pass(
             if isinstance(found, Verdict):
                 failed[_name(obj)] = found
             else:
-                addresses = found
+                rendered[_name(obj)] = found
+                addresses = addresses_of(found.documents)
         facts.append(o.device_facts(obj, addresses))
     endpoint = (cluster.get("spec") or {}).get("endpoint", "")
     verdicts = cluster_verdicts([f for f in facts if f.name not in failed], endpoint)
     verdicts.update(failed)
     installed = installed_devices(items, facts, verdicts, state.bundle if state else None)
+    hosts = hosts_in(kube, meta["namespace"])
     result = PassResult(counts={"controlPlanes": 0, "workers": 0, "pendingDevices": 0}, endpoint_device=None)
+    day2 = None
+    if state is not None and problem is None:
+        day2 = run_day2(cluster, state.spec, state.bundle, items, facts, verdicts, rendered)
+        result.upgrade, result.again_in = day2.cluster_upgrade, day2.again_in
     ep = endpoint_ip(endpoint)
     for obj, fact in zip(items, facts, strict=True):
         verdict = verdicts.get(fact.name)
@@ -237,42 +260,35 @@ def devices_pass(
             endpoint_at, version = installed[fact.name]
             desired["phase"] = "Installed"
             desired["talosVersion"] = version
+            served = (obj.get("status") or {}).get("servedConfigHash")
+            if fact.name in rendered:
+                desired["config"] = initial_config(served, config_hash(rendered[fact.name].to_yaml()))
+            desired["upgrade"] = None
             result.events.append((obj, "Installed", f"Talos {version} answers at {endpoint_at}", False))
+        elif day2 is not None and fact.name in day2.devices:
+            desired.update(day2.devices[fact.name])
+        host = linked_host(obj, hosts)
+        desired.update(hardware_status(obj, host))
+        result.events += [(obj, *event) for event in link_events(obj, host)]
+        request = reinstall_request(obj)
+        if request and verdict is not None and verdict.ok:
+            result.events.append((obj, *start_reinstall(kube, obj, host, request)))
+            desired.update(reinstalledFor=request, phase="Approved", config=None, upgrade=None)
         changes = o.status_changes(obj.get("status"), desired)
         if changes:
             kube.patch_status(DEVICES, meta["namespace"], fact.name, changes)
+            if "hostDisk" in changes:
+                result.again_in = min(
+                    result.again_in or 1.0, 1.0
+                )  # the render reads status.hostDisk: judge again with it
             before = _ready(obj.get("status"))
             after = _ready(desired)
             if before != after and after is not None:
                 result.events.append((obj, after[1], after[2], not after[0]))
+    if day2 is not None:
+        by_name = {_name(obj): obj for obj in items}
+        result.events += [(by_name.get(n, cluster), r, m, w) for n, r, m, w in day2.events]
     return result
-
-
-def installed_devices(
-    items: list[dict[str, Any]],
-    facts: list[DeviceFacts],
-    verdicts: Mapping[str, Verdict],
-    bundle: SecretsBundle | None,
-) -> dict[str, tuple[str, str]]:
-    """Devices whose config was served and whose Talos API now answers: ``{name: (address:port, version)}``.
-
-    Only devices in phase ConfigServed are asked (MachineService.Version over mutual TLS with an
-    admin client certificate of the cluster: talosapi.py), so an idle pass calls nothing; the
-    Kubernetes node's readiness lives in the workload cluster and is not seen here.
-    """
-    port = int(os.environ.get("TRELLIS_TALOS_API_PORT", str(TALOS_API_PORT)))
-    targets: dict[str, str] = {}
-    for obj, fact in zip(items, facts, strict=True):
-        verdict = verdicts.get(fact.name)
-        if (obj.get("status") or {}).get("phase") != "ConfigServed" or verdict is None or not verdict.ok:
-            continue
-        address = min(fact.addresses) if fact.addresses else fact.boot_ip
-        if address:
-            targets[fact.name] = address
-    if not targets or bundle is None:
-        return {}
-    versions = talos_versions(targets, port, ClientCredentials.admin_of(bundle))
-    return {name: (f"{targets[name]}:{port}", version) for name, version in versions.items()}
 
 
 def _ready(status: Mapping[str, Any] | None) -> tuple[bool, str, str] | None:
@@ -319,6 +335,7 @@ def cluster_status(
     if result is not None:
         out.update(result.counts)
         out["endpointDevice"] = result.endpoint_device
+        out["upgrade"] = result.upgrade
     return out
 
 

@@ -7,6 +7,7 @@ endpoint both go through `render_device`, so per-device settings cannot be dropp
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,7 @@ import yaml
 
 from trellis.api.talos import (
     ConfigPatches,
+    HostDisk,
     TalosClusterSpec,
     TalosDeviceSpec,
 )
@@ -32,6 +34,9 @@ KUBELET_IMAGE = "ghcr.io/siderolabs/kubelet"
 K8S_REGISTRY = "registry.k8s.io"
 DEFAULT_INSTALL_DISK = "/dev/sda"
 KUBEPRISM_PORT = 7445
+# The rds.csi.trellis.dev node plugin attaches volumes with nvme-cli over NVMe/TCP; Talos loads
+# nvme_fabrics with it (modprobe resolves dependencies).
+RDS_CSI_KERNEL_MODULES = ("nvme_tcp",)
 
 
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
@@ -64,6 +69,9 @@ class DeviceInput:
     name: str
     spec: TalosDeviceSpec
     wipe: bool = False
+    # From the linked BareMetalHost's rootDeviceHints (status.hostDisk): used when the device
+    # names no disk itself, ahead of the cluster's default.
+    host_disk: HostDisk | None = None
 
 
 @dataclass
@@ -76,6 +84,11 @@ class Rendered:
         return yaml.dump_all(
             self.documents, Dumper=_DUMPER, sort_keys=False, default_flow_style=False, width=1 << 16
         )
+
+
+def config_hash(text: str) -> str:
+    """Short, stable identity of a rendered config (status fields compare these, never the text)."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def k8s_version(spec: TalosClusterSpec) -> str:
@@ -167,6 +180,8 @@ def base_document(cluster: ClusterInput, role: str, bundle: SecretsBundle) -> Do
     }
     if spec.cni is not None and spec.cni.disable_kube_proxy:
         cluster_doc["proxy"] = {"disabled": True}
+    if spec.storage is not None and spec.storage.rds_csi:
+        machine["kernel"] = {"modules": [{"name": module} for module in RDS_CSI_KERNEL_MODULES]}
     if controlplane:
         machine["nodeLabels"] = {"node.kubernetes.io/exclude-from-external-load-balancers": ""}
         cluster_doc.update(
@@ -277,6 +292,11 @@ def apply_device(doc: Document, cluster: ClusterInput, device: DeviceInput) -> N
         install["diskSelector"] = _disk_selector(spec)
     elif spec.install_disk:
         install["disk"] = spec.install_disk
+    elif device.host_disk is not None and device.host_disk.disk_selector is not None:
+        install.pop("disk", None)
+        install["diskSelector"] = device.host_disk.disk_selector.model_dump(by_alias=True, exclude_none=True)
+    elif device.host_disk is not None and device.host_disk.disk:
+        install["disk"] = device.host_disk.disk
     install["wipe"] = bool(device.wipe)
 
 
@@ -297,6 +317,12 @@ def apply_patches(documents: list[Document], patches: ConfigPatches | None, orig
     except PatchError as exc:
         raise RenderError(f"{origin} patches: {exc}") from None
     return documents
+
+
+def device_input_of(name: str, spec: TalosDeviceSpec, status: Any, wipe: bool = False) -> DeviceInput:
+    """The render input of a device object: its spec, and the host disk the operator recorded."""
+    host_disk = (status or {}).get("hostDisk") if isinstance(status, dict) else None
+    return DeviceInput(name, spec, wipe, HostDisk.model_validate(host_disk) if host_disk else None)
 
 
 def render_device(cluster: ClusterInput, device: DeviceInput, bundle: SecretsBundle) -> Rendered:

@@ -160,6 +160,7 @@ _INITIALISMS = {
     "cidr": "CIDR",
     "cidrs": "CIDRs",
     "tls": "TLS",
+    "csi": "CSI",
     "os": "OS",
 }
 

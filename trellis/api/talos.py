@@ -22,6 +22,7 @@ from trellis.api.common import (
     IPPrefix,
     LabelSelector,
     LinuxInterfaceName,
+    LongText,
     MACAddress,
     ObjectName,
     ObservedStatus,
@@ -199,6 +200,41 @@ class BootSettings(TrellisModel):
     ) = Field(default=None, max_length=32, description="Extra kernel arguments.")
 
 
+class ConfigUpdates(TrellisModel):
+    """How changed configs reach installed machines (every change is first tried without a reboot)."""
+
+    policy: Literal["Reboot", "Staged", "NoRebootOnly", "Manual"] = Field(
+        default="Reboot",
+        description="When Talos refuses a change without a reboot: Reboot applies it with a reboot "
+        "(control planes one at a time), Staged stores it for the machine's next reboot, NoRebootOnly "
+        "leaves it pending (condition ConfigApplied=False, reason RebootRequired); Manual applies nothing.",
+    )
+
+
+class UpgradeSettings(TrellisModel):
+    """How a talosVersion change rolls through installed machines."""
+
+    worker_batch: int = Field(
+        default=1, ge=1, le=100, description="Workers upgraded at once, after every control plane."
+    )
+    timeout_seconds: int = Field(
+        default=1200,
+        ge=60,
+        le=86400,
+        description="A machine that does not report the new version within this time has failed.",
+    )
+    paused: bool = Field(default=False, description="Start no new upgrades; those under way finish.")
+
+
+class StorageSettings(TrellisModel):
+    """Node settings for the storage drivers the cluster uses."""
+
+    rds_csi: bool = Field(
+        default=False,
+        description="Nodes run the rds.csi.trellis.dev node plugin: load nvme_tcp (NVMe/TCP initiator).",
+    )
+
+
 class TalosClusterSpec(TrellisModel):
     """Desired state of a TalosCluster."""
 
@@ -267,6 +303,31 @@ class TalosClusterSpec(TrellisModel):
         | None
     ) = Field(default=None, max_length=16, description="Rules approving discovered devices automatically.")
     boot: BootSettings | None = Field(default=None, description="Boot service settings.")
+    config_updates: ConfigUpdates | None = Field(
+        default=None, description="Applying changed configs to installed machines. Defaults to policy Reboot."
+    )
+    upgrade: UpgradeSettings | None = Field(default=None, description="Rolling Talos upgrades.")
+    storage: StorageSettings | None = Field(default=None, description="Storage driver support on nodes.")
+
+
+class ClusterUpgradeStatus(TrellisModel):
+    """Progress of the rolling upgrade to spec.talosVersion."""
+
+    target_version: ShortText = Field(description="Version being rolled out.")
+    phase: Literal["Progressing", "Completed", "Failed", "Paused"] = Field(
+        description="Progressing, Completed, Failed (stopped at the first failure) or Paused."
+    )
+    upgraded: int = Field(default=0, ge=0, description="Installed machines running the target version.")
+    total: int = Field(default=0, ge=0, description="Installed machines of the cluster.")
+    current: list[ShortText] | None = Field(
+        default=None, max_length=100, description="Machines upgrading now."
+    )
+    held: list[ShortText] | None = Field(default=None, max_length=1000, description="Machines on hold.")
+    failed_device: ShortText | None = Field(default=None, description="Machine whose upgrade failed.")
+    message: LongText | None = Field(default=None, description="Why the rollout stopped or waits.")
+    retry_for: ShortText | None = Field(
+        default=None, description="Value of the retry-upgrade annotation last honoured."
+    )
 
 
 class TalosClusterStatus(ObservedStatus):
@@ -280,6 +341,7 @@ class TalosClusterStatus(ObservedStatus):
     workers: int | None = Field(default=None, ge=0, description="Approved worker devices.")
     pending_devices: int | None = Field(default=None, ge=0, description="Devices waiting for approval.")
     endpoint_device: ShortText | None = Field(default=None, description="Device owning the endpoint address.")
+    upgrade: ClusterUpgradeStatus | None = Field(default=None, description="Rolling upgrade progress.")
 
 
 class TalosCluster(TrellisResource):
@@ -296,6 +358,7 @@ class TalosCluster(TrellisResource):
             PrinterColumn("Kubernetes", ".spec.kubernetesVersion"),
             PrinterColumn("ControlPlanes", ".status.controlPlanes", type="integer"),
             PrinterColumn("Workers", ".status.workers", type="integer"),
+            PrinterColumn("Upgrade", ".status.upgrade.phase"),
             READY_COLUMN,
             AGE_COLUMN,
         ),
@@ -444,6 +507,54 @@ class ObservedMachine(TrellisModel):
     arch: ShortText | None = Field(default=None, description="CPU architecture reported by iPXE.")
 
 
+class DeviceConfigStatus(TrellisModel):
+    """The machine config the installed machine runs, against the one rendered for it now."""
+
+    desired_hash: ShortText | None = Field(default=None, description="Hash of the config rendered now.")
+    applied_hash: ShortText | None = Field(default=None, description="Hash of the config the machine runs.")
+    desired_generation: int | None = Field(
+        default=None, ge=0, description="Counts rendered configs since install (1 = the installed one)."
+    )
+    applied_generation: int | None = Field(default=None, ge=0, description="Generation the machine runs.")
+    state: (
+        Literal["InSync", "Pending", "Rebooting", "Staged", "RebootRequired", "Held", "Manual", "Failed"]
+        | None
+    ) = Field(default=None, description="InSync, or why the desired config is not applied yet.")
+    last_apply_mode: ShortText | None = Field(default=None, description="Mode Talos used for the last apply.")
+    last_applied: Timestamp | None = Field(default=None, description="When the last apply was accepted.")
+    down_seen: bool | None = Field(
+        default=None, description="The machine was seen down since a reboot apply."
+    )
+    pending_hash: ShortText | None = Field(
+        default=None, description="Config refused or left pending (not retried until it changes)."
+    )
+    staged_hash: ShortText | None = Field(default=None, description="Config staged for the next reboot.")
+    staged_generation: int | None = Field(default=None, ge=0, description="Generation staged.")
+    message: LongText | None = Field(default=None, description="Details of the last apply or refusal.")
+
+
+class DeviceUpgradeStatus(TrellisModel):
+    """This machine's part of the cluster's rolling upgrade."""
+
+    target_version: ShortText = Field(description="Version requested.")
+    from_version: ShortText | None = Field(default=None, description="Version before the upgrade.")
+    phase: Literal["Upgrading", "Succeeded", "Failed"] = Field(description="Upgrading, Succeeded or Failed.")
+    started: Timestamp | None = Field(default=None, description="When Upgrade was accepted.")
+    down_seen: bool | None = Field(default=None, description="The machine was seen down since then.")
+    message: LongText | None = Field(default=None, description="Details.")
+
+
+class HostDisk(TrellisModel):
+    """Install disk chosen by the linked BareMetalHost's rootDeviceHints."""
+
+    disk: DevicePath | None = Field(default=None, description="Install disk path.")
+    disk_selector: DiskSelector | None = Field(default=None, description="Install disk selector.")
+    host: ShortText | None = Field(default=None, description="BareMetalHost the hints come from.")
+    ignored: list[ShortText] | None = Field(
+        default=None, max_length=8, description="Hints Talos cannot express (vendor, hctl, rotational false)."
+    )
+
+
 class TalosDeviceStatus(ObservedStatus):
     """Observed state of a TalosDevice."""
 
@@ -465,8 +576,21 @@ class TalosDeviceStatus(ObservedStatus):
     )
     talos_version: ShortText | None = Field(
         default=None,
-        description="Talos version (tag) the machine's API reported (MachineService.Version) when it "
-        "was found installed.",
+        description="Talos version (tag) the machine's API last reported (MachineService.Version).",
+    )
+    served_config_hash: ShortText | None = Field(
+        default=None, description="Hash of the config the boot service last served (the installed one)."
+    )
+    config: DeviceConfigStatus | None = Field(default=None, description="Config applied vs desired.")
+    upgrade: DeviceUpgradeStatus | None = Field(default=None, description="Upgrade of this machine.")
+    host_disk: HostDisk | None = Field(
+        default=None, description="Install disk from the BareMetalHost's rootDeviceHints."
+    )
+    bare_metal_host: ShortText | None = Field(
+        default=None, description="BareMetalHost linked by bareMetalHostRef or by boot MAC."
+    )
+    reinstalled_for: ShortText | None = Field(
+        default=None, description="Value of the reinstall annotation last acted on."
     )
 
 
@@ -486,6 +610,7 @@ class TalosDevice(TrellisResource):
             PrinterColumn("Approval", ".spec.approval"),
             PrinterColumn("Phase", ".status.phase"),
             PrinterColumn("Talos", ".status.talosVersion"),
+            PrinterColumn("Config", ".status.config.state"),
             PrinterColumn("IP", ".status.observed.ip"),
             AGE_COLUMN,
         ),

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.support.talos import cluster_spec, device_spec, talos_patch, talos_validate
-from trellis.api.talos import TalosClusterSpec, TalosDeviceSpec
+from trellis.api.talos import HostDisk, TalosClusterSpec, TalosDeviceSpec
 from trellis.operators.talosdevice.bundle import SecretsBundle, b64, generate_bundle
 from trellis.operators.talosdevice.contract import CONTRACTS, contract_for
 from trellis.operators.talosdevice.patching import strategic_merge
@@ -35,10 +35,33 @@ def bundle() -> SecretsBundle:
     return generate_bundle(CONTRACTS["1.12"])
 
 
-def _render(bundle: SecretsBundle, version: str, device: dict[str, Any], wipe: bool = False) -> str:
-    cluster = ClusterInput("lab", TalosClusterSpec.model_validate(cluster_spec(talosVersion=version)))
-    dev = DeviceInput("node", TalosDeviceSpec.model_validate(device), wipe=wipe)
-    return render_device(cluster, dev, bundle).to_yaml()
+def _render(
+    bundle: SecretsBundle,
+    version: str,
+    device: dict[str, Any],
+    wipe: bool = False,
+    host_disk: HostDisk | None = None,
+    **cluster: Any,
+) -> str:
+    spec = TalosClusterSpec.model_validate(cluster_spec(talosVersion=version, **cluster))
+    dev = DeviceInput("node", TalosDeviceSpec.model_validate(device), wipe=wipe, host_disk=host_disk)
+    return render_device(ClusterInput("lab", spec), dev, bundle).to_yaml()
+
+
+@pytest.mark.parametrize("role", ["controlplane", "worker"])
+def test_storage_ready_nodes_pass_talos_validation(bundle: SecretsBundle, tmp_path: Path, role: str) -> None:
+    """storage.rdsCSI loads nvme_tcp; host rootDeviceHints become the install disk selector."""
+    device = device_spec() if role == "controlplane" else device_spec("52:54:00:aa:bb:02", role="worker")
+    device.pop("installDisk", None)
+    hints = HostDisk(diskSelector={"serial": "S4EVNX0N", "size": ">= 100GB", "type": "ssd"}, host="server1")
+    text = _render(bundle, "v1.12.0", device, host_disk=hints, storage={"rdsCSI": True})
+    machine = yaml.safe_load_all(text).__next__()["machine"]
+    assert machine["kernel"]["modules"] == [{"name": "nvme_tcp"}]
+    assert machine["install"]["diskSelector"] == {"size": ">= 100GB", "serial": "S4EVNX0N", "type": "ssd"}
+    path = tmp_path / f"{role}.yaml"
+    path.write_text(text)
+    [finding] = talos_validate("validate", "--mode", "metal", "--strict", path)
+    assert finding["ok"], finding
 
 
 @pytest.mark.parametrize("version", ["v1.10.0", "v1.11.0", "v1.12.0", "v1.13.0"])
