@@ -134,6 +134,11 @@ def link_events(device: Mapping[str, Any], host: Mapping[str, Any] | None) -> li
     after = host["metadata"]["name"] if host else None
     ref = (device.get("spec") or {}).get("bareMetalHostRef")
     if before == after:
+        # A dangling reference is reported once per spec change (observedGeneration catches up
+        # in the same pass), not on every resync.
+        fresh = (device.get("status") or {}).get("observedGeneration") != device["metadata"].get("generation")
+        if ref and after is None and fresh:
+            return [("HostNotFound", f"BareMetalHost {ref} (spec.bareMetalHostRef) does not exist", True)]
         return []
     if after:
         ignored = host_disk(host).ignored

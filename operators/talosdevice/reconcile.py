@@ -272,11 +272,13 @@ def devices_pass(
         result.events += [(obj, *event) for event in link_events(obj, host)]
         request = reinstall_request(obj)
         if request and verdict is not None and verdict.ok:
-            result.events.append((obj, *start_reinstall(kube, obj, host, request)))
             desired.update(reinstalledFor=request, phase="Approved", config=None, upgrade=None)
         changes = o.status_changes(obj.get("status"), desired)
         if changes:
             kube.patch_status(DEVICES, meta["namespace"], fact.name, changes)
+        if request and verdict is not None and verdict.ok:
+            # After the phase is back to Approved: the host waits for the device's new install.
+            result.events.append((obj, *start_reinstall(kube, obj, host, request)))
             if "hostDisk" in changes:
                 result.again_in = min(
                     result.again_in or 1.0, 1.0
