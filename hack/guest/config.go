@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -42,12 +43,16 @@ type MachineConfig struct {
 	CACrt    []byte // PEM
 	CAKey    []byte // PEM, empty on workers
 	Hostname string
+	// Token is machine.token (trustd's token); Endpoint is cluster.controlPlane.endpoint.
+	Token, Endpoint string
 	// TalosVersion is the tag of machine.install.image when it is a version (v1.12.0): the Talos
 	// the installer would have put on the disk. Empty for other tags and digests.
 	TalosVersion string
 	// Static addresses ("10.20.0.10/24") and default gateways of interfaces selected by this MAC
 	// or interface name, as Talos would configure them.
 	Interfaces []StaticInterface
+	// Hosts is machine.network.extraHostEntries, Talos' /etc/hosts: alias -> IP.
+	Hosts map[string]string
 }
 
 type StaticInterface struct {
@@ -59,6 +64,7 @@ type StaticInterface struct {
 type v1alpha1 struct {
 	Machine *struct {
 		Type    string `yaml:"type"`
+		Token   string `yaml:"token"`
 		Install struct {
 			Image string `yaml:"image"`
 		} `yaml:"install"`
@@ -79,8 +85,17 @@ type v1alpha1 struct {
 					Gateway string `yaml:"gateway"`
 				} `yaml:"routes"`
 			} `yaml:"interfaces"`
+			ExtraHostEntries []struct {
+				IP      string   `yaml:"ip"`
+				Aliases []string `yaml:"aliases"`
+			} `yaml:"extraHostEntries"`
 		} `yaml:"network"`
 	} `yaml:"machine"`
+	Cluster *struct {
+		ControlPlane struct {
+			Endpoint string `yaml:"endpoint"`
+		} `yaml:"controlPlane"`
+	} `yaml:"cluster"`
 	Kind     string `yaml:"kind"`
 	Hostname string `yaml:"hostname"`
 }
@@ -121,7 +136,10 @@ func parseConfig(raw []byte) (*MachineConfig, error) {
 		if _, err := parseCertPEM(crt); err != nil {
 			return nil, fmt.Errorf("machine.ca.crt: %w", err)
 		}
-		cfg.Type, cfg.CACrt, cfg.TalosVersion = m.Type, crt, versionTag(m.Install.Image)
+		cfg.Type, cfg.CACrt, cfg.TalosVersion, cfg.Token = m.Type, crt, versionTag(m.Install.Image), m.Token
+		if doc.Cluster != nil {
+			cfg.Endpoint = doc.Cluster.ControlPlane.Endpoint
+		}
 		if m.CA.Key != "" {
 			if cfg.CAKey, err = base64.StdEncoding.DecodeString(m.CA.Key); err != nil {
 				return nil, fmt.Errorf("machine.ca.key: %w", err)
@@ -138,6 +156,14 @@ func parseConfig(raw []byte) (*MachineConfig, error) {
 				}
 			}
 			cfg.Interfaces = append(cfg.Interfaces, si)
+		}
+		for _, e := range m.Network.ExtraHostEntries {
+			for _, alias := range e.Aliases {
+				if cfg.Hosts == nil {
+					cfg.Hosts = map[string]string{}
+				}
+				cfg.Hosts[strings.ToLower(alias)] = e.IP
+			}
 		}
 		found = true
 	}
@@ -304,16 +330,32 @@ func writeImage(imageURL, dev string) (int64, string, error) {
 	return n, hex.EncodeToString(h.Sum(nil)), nil
 }
 
-func encodeStore(raw []byte) []byte {
+// The region holds either a config alone (v1, written by install) or the node's whole state as
+// JSON (v2, written once the API has run: config, staged config, version, pending upgrade).
+const stateMagic = "TRELLIS-STANDIN-STATE v2"
+
+func encodeStore(raw []byte) []byte { return encodeRegion(storeMagic, raw) }
+
+func encodeRegion(magic string, raw []byte) []byte {
 	sum := sha256.Sum256(raw)
-	hdr := fmt.Sprintf("%s\nlength %d\nsha256 %s\n\n", storeMagic, len(raw), hex.EncodeToString(sum[:]))
+	hdr := fmt.Sprintf("%s\nlength %d\nsha256 %s\n\n", magic, len(raw), hex.EncodeToString(sum[:]))
 	return append([]byte(hdr), raw...)
 }
 
+// decodeStore returns the config of a v1 or v2 region.
 func decodeStore(region []byte) ([]byte, error) {
+	st, err := decodeState(region)
+	if err != nil {
+		return nil, err
+	}
+	return st.Config, nil
+}
+
+func decodeState(region []byte) (*nodeState, error) {
 	r := bufio.NewReader(bytes.NewReader(region))
 	line := func() string { s, _ := r.ReadString('\n'); return strings.TrimSuffix(s, "\n") }
-	if line() != storeMagic {
+	magic := line()
+	if magic != storeMagic && magic != stateMagic {
 		return nil, errNoConfig
 	}
 	n, err := strconv.Atoi(strings.TrimPrefix(line(), "length "))
@@ -332,10 +374,26 @@ func decodeStore(region []byte) ([]byte, error) {
 	if hex.EncodeToString(sum[:]) != want {
 		return nil, errors.New("stored config: sha256 mismatch")
 	}
-	return raw, nil
+	if magic == storeMagic {
+		return &nodeState{Config: raw}, nil
+	}
+	st := &nodeState{}
+	if err := json.Unmarshal(raw, st); err != nil {
+		return nil, fmt.Errorf("stored state: %w", err)
+	}
+	return st, nil
 }
 
 func storeConfig(dev string, raw []byte) (int64, error) {
+	return writeRegion(dev, encodeStore(raw))
+}
+
+// writeRegion writes the store region (zero-padded, so no older content survives behind it);
+// a nil payload clears it.
+func writeRegion(dev string, payload []byte) (int64, error) {
+	if len(payload) > storeSize {
+		return 0, fmt.Errorf("state of %d bytes does not fit the %d bytes reserved", len(payload), storeSize)
+	}
 	f, err := os.OpenFile(dev, os.O_RDWR, 0)
 	if err != nil {
 		return 0, err
@@ -348,8 +406,8 @@ func storeConfig(dev string, raw []byte) (int64, error) {
 	if size < 2*storeSize {
 		return 0, fmt.Errorf("%s is too small (%d bytes)", dev, size)
 	}
-	region := make([]byte, storeSize) // zero the rest so no older config survives behind it
-	copy(region, encodeStore(raw))
+	region := make([]byte, storeSize)
+	copy(region, payload)
 	off := size - storeSize
 	if _, err := f.WriteAt(region, off); err != nil {
 		return 0, err
@@ -357,7 +415,7 @@ func storeConfig(dev string, raw []byte) (int64, error) {
 	return off, f.Sync()
 }
 
-func readStoredConfig(dev string) (*MachineConfig, error) {
+func readStoredState(dev string) (*nodeState, error) {
 	f, err := os.Open(dev)
 	if err != nil {
 		return nil, err
@@ -374,9 +432,47 @@ func readStoredConfig(dev string) (*MachineConfig, error) {
 	if _, err := f.ReadAt(region, size-storeSize); err != nil {
 		return nil, err
 	}
-	raw, err := decodeStore(region)
+	return decodeState(region)
+}
+
+func readStoredConfig(dev string) (*MachineConfig, error) {
+	st, err := readStoredState(dev)
 	if err != nil {
 		return nil, err
 	}
-	return parseConfig(raw)
+	return parseConfig(st.Config)
+}
+
+// diskStore is the VM's nodeStore: the state in the disk's last 4 MiB.
+type diskStore struct{ dev string }
+
+func (d diskStore) Load() (*nodeState, error) { return readStoredState(d.dev) }
+
+func (d diskStore) Save(st *nodeState) error {
+	raw, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	_, err = writeRegion(d.dev, encodeRegion(stateMagic, raw))
+	return err
+}
+
+// Wipe clears the state region; full also zeroes the disk's first MiB (boot sector, partition
+// tables and the ISO 9660 descriptors of the installed image), so firmware no longer boots it.
+func (d diskStore) Wipe(full bool) error {
+	if _, err := writeRegion(d.dev, nil); err != nil {
+		return err
+	}
+	if !full {
+		return nil
+	}
+	f, err := os.OpenFile(d.dev, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(make([]byte, 1<<20), 0); err != nil {
+		return err
+	}
+	return f.Sync()
 }

@@ -12,13 +12,20 @@
 //	      last 4 MiB, reboot.
 //	disk  no talos.config, a valid config stored on /dev/vda: DHCP, then the Talos API on :50000:
 //	      a gRPC server (TLS 1.2+, ALPN h2, client certificates verified against machine.ca.crt)
-//	      with Talos' own MachineService (github.com/siderolabs/talos/pkg/machinery/api/machine).
-//	      Version answers with the tag of machine.install.image when it is a version (v1.12.0),
-//	      else v1.12.0-trellis-standin; every other call is gRPC status 12 Unimplemented.
+//	      with Talos' own MachineService (github.com/siderolabs/talos/pkg/machinery/api/machine):
+//	      Version, ApplyConfiguration, Upgrade and Reset (lifecycle.go); every other call is gRPC
+//	      status 12 Unimplemented. Version answers with the installed version: at first the tag of
+//	      machine.install.image when it is a version (v1.12.0), else v1.12.0-trellis-standin; an
+//	      Upgrade's image tag after the reboot. Control planes (machine.ca.key present) sign their
+//	      API certificate with the machine CA and serve trustd's SecurityService on :50001;
+//	      workers ask that trustd (cluster.controlPlane.endpoint's host, port 50001) for theirs.
+//	      State (config, staged config, version) persists in the disk's last 4 MiB; faults come
+//	      from SMBIOS OEM strings trellis-guest.fault=<fault> (/sys/firmware/dmi/tables/DMI).
 //	iso   neither: DHCP, then idle (Talos would wait in maintenance mode).
 //
-// `trellis-guest api --config FILE [--listen ADDR]` serves the disk mode's Talos API as an
-// ordinary process on the host (tests): no PID 1, DHCP or disk; see apiCommand.
+// `trellis-guest api --config FILE [--listen ADDR] [--state-dir DIR] [--fault F] [--reboot-seconds N]
+// [--trustd-listen ADDR] [--trustd ADDR]` serves the disk mode's Talos API as an ordinary process on
+// the host (tests): no PID 1, DHCP or disk; reboots close the listener for N seconds; see apiCommand.
 //
 // Console markers, one line each on /dev/console (and ttyS0 when that is not the console), for
 // tests that read the serial log to tell where a boot stopped. Format:
@@ -36,13 +43,28 @@
 //	install-error   error=...          (download or write failed; retried every 5 s)
 //	stored          offset=N bytes=N   (config written to the disk's last 4 MiB)
 //	reboot          reason=installed
-//	installed       api=<ip>:50000 addresses=<ip,...> hostname= ca=machine|ephemeral version=<tag>
+//	installed       api=<ip>:50000 addresses=<ip,...> hostname= ca=machine|trustd version=<tag>
+//	faults          faults=a,b source=smbios-oem-strings|flag
+//	staged-applied  sha256=<hex>       (a STAGED config became the config at this boot)
+//	upgraded        from=<tag> to=<tag>                  (a pending upgrade took effect)
+//	upgrade-rollback version=<old> attempted=<new> fault=upgrade-rollback
+//	trustd          listen=<addr>      (control plane)
+//	trustd-call     result=signed|error subject= addresses= | code= error=
+//	trustd-request  attempt=N endpoint=<host:50001> result=ok|error [error=...]   (worker)
+//	api-call        method=ApplyConfiguration mode=<MODE> result=applied|try|staged|reboot|dry-run|error [code=<gRPC code>] [dry_run=true]
+//	                method=Upgrade image=<ref> staged= force= preserve= result=accepted|error [code=]
+//	                method=Reset reboot= graceful= mode=ALL|SYSTEM_DISK|USER_DISKS result=accepted|error [code=]
+//	                (Version calls are not recorded: the operator polls it)
+//	wiped           full=true|false    (Reset: the install, or only the config)
+//	reboot          reason=installed|apply-config|upgrade|reset [seconds=N in api mode]
+//	poweroff        reason=reset
+//	halt            reason=...         (api mode: Reset with reboot, nothing left to serve; exit 0)
 //	iso             ip= mac=            (live ISO without a config: idles)
 //	error           error=...          (fatal; the guest idles so the log shows it)
 //
-// ca=ephemeral: a worker's config carries machine.ca.crt without the key (a real worker gets its
-// API certificate from trustd), so the stand-in signs its server certificate with a throw-away CA;
-// client certificates are still verified against machine.ca.crt.
+// ca=trustd: a worker's config carries machine.ca.crt without the key; like a real worker it
+// sends a CSR to trustd (token machine.token in the gRPC metadata), retrying every 5 s (2 s in api
+// mode) until a control plane answers, so its API certificate is issued by the cluster's OS CA.
 package main
 
 import (
@@ -145,7 +167,7 @@ func main() {
 	wipe := args["talos.experimental.wipe"] == "system"
 
 	waitForDisk()
-	stored, storedErr := readStoredConfig(disk)
+	_, storedErr := readStoredConfig(disk)
 	mode := "iso"
 	switch {
 	case pxe:
@@ -170,8 +192,7 @@ func main() {
 		cfg := fetchConfig(expandURL(configURL, lease))
 		install(args["trellis.standin.image"], cfg)
 	case storedErr == nil:
-		mark("config", "source", "disk", "bytes", strconv.Itoa(len(stored.Raw)), "sha256", stored.SHA256, "type", stored.Type)
-		serveAPI(stored, lease)
+		serveAPI(lease)
 	default:
 		mark("iso", "ip", lease.IP, "mac", lease.MAC)
 		idle()

@@ -6,6 +6,10 @@
 #      hand-framed empty message): MachineService.Version answers the installer's tag (grpc-status
 #      0), another method grpc-status 12 Unimplemented
 #   c) boot standin.iso as a CD with a blank disk (SeaBIOS, OVMF): stage=iso
+#   d) day-2 calls on the installed disk (SeaBIOS), hand-framed gRPC over curl: Upgrade with the
+#      SMBIOS OEM string trellis-guest.fault=upgrade-rollback (comes back with v1.12.0), Upgrade
+#      without it (v1.12.1), Reset reboot=false (a guest power-off, not a reset: QEMU runs with
+#      -action shutdown=pause; the wiped disk then finds no bootable device)
 # Usage: hack/guest/smoke.sh [GUEST_DIR]   (default build/lab/guest, built/cached first)
 # Prints per-step timings; exits non-zero on the first failure and keeps its work dir (serial logs
 # NAME.log, http.log) then, or always with SMOKE_KEEP=1.
@@ -183,4 +187,54 @@ for fw in seabios ovmf; do
   stop
   echo "smoke: c) live ISO ($fw): $((SECONDS - step)) s"
 done
+# d) day-2: Upgrade (with and without the rollback fault) and Reset, on the disk installed in a)
+# frame FILE HEX-MESSAGE: one uncompressed gRPC message.
+frame() { python3 -c 'import sys; m=bytes.fromhex(sys.argv[2]); open(sys.argv[1],"wb").write(b"\0"+len(m).to_bytes(4,"big")+m)' "$1" "$2"; }
+image=ghcr.io/siderolabs/installer:v1.12.1
+frame upgrade.bin "0a$(printf '%02x' ${#image})$(printf %s "$image" | od -An -tx1 | tr -d ' \n')"   # UpgradeRequest{image}
+frame reset.bin 0801                                                                                # ResetRequest{graceful: true}
+call() {  # call NAME METHOD BODY OUT: the trailers/headers on stdout
+  curl -sS --http2 --max-time 30 --cacert ca.crt --cert client.crt --key client.key -D - -o "$4" \
+    --resolve "cp1:$apiport:127.0.0.1" -X POST -H 'content-type: application/grpc' -H 'te: trailers' \
+    --data-binary "@$3" "https://cp1:$apiport/machine.MachineService/$2" || fail "$1: $2 request"
+}
+wait_exit() {
+  for _ in $(seq 120); do kill -0 "$qpid" 2>/dev/null || return 0; sleep 0.5; done
+  fail "$1: QEMU did not exit"
+}
+fault=(-smbios type=11,value=trellis-guest.fault=upgrade-rollback)
+disk=(-drive file=disk.raw,if=none,id=d0,format=raw -device virtio-blk-pci,drive=d0,bootindex=1)
+step=$SECONDS
+apiport=$(free_port)
+qemu day2-a ",hostfwd=tcp:127.0.0.1:$apiport-:50000" "${fault[@]}" "${disk[@]}"
+wait_for day2-a 'stage=faults faults=upgrade-rollback' 240
+wait_for day2-a 'stage=installed .*version=v1.12.0' 120
+out=$(call day2-a Upgrade upgrade.bin up.out)
+grep -qi '^grpc-status: 0' <<<"$out" && grep -aq 'Upgrade request received' up.out || { echo "$out" >&2; fail "day2-a: Upgrade not acknowledged"; }
+wait_for day2-a "stage=api-call method=Upgrade image=$image .*result=accepted" 30
+wait_for day2-a 'stage=reboot reason=upgrade' 30
+wait_exit day2-a
+qemu day2-b ",hostfwd=tcp:127.0.0.1:$apiport-:50000" "${fault[@]}" "${disk[@]}"
+wait_for day2-b 'stage=upgrade-rollback version=v1.12.0 attempted=v1.12.1' 240
+wait_for day2-b 'stage=installed .*version=v1.12.0' 120
+out=$(call day2-b Upgrade upgrade.bin up.out)
+grep -qi '^grpc-status: 0' <<<"$out" || { echo "$out" >&2; fail "day2-b: Upgrade"; }
+wait_exit day2-b
+qemu day2-c ",hostfwd=tcp:127.0.0.1:$apiport-:50000" -action shutdown=pause "${disk[@]}"
+wait_for day2-c 'stage=upgraded from=v1.12.0 to=v1.12.1' 240
+wait_for day2-c 'stage=installed .*version=v1.12.1' 120
+out=$(call day2-c Version empty.bin version.bin)
+grep -aq 'v1.12.1' version.bin || fail "day2-c: Version does not report v1.12.1"
+out=$(call day2-c Reset reset.bin reset.out)
+grep -qi '^grpc-status: 0' <<<"$out" || { echo "$out" >&2; fail "day2-c: Reset"; }
+wait_for day2-c 'stage=api-call method=Reset reboot=false graceful=true mode=ALL result=accepted' 30
+wait_for day2-c 'stage=wiped full=true' 30
+wait_for day2-c 'stage=poweroff reason=reset' 30
+sleep 3
+kill -0 "$qpid" 2>/dev/null || fail "day2-c: QEMU exited: the guest reset instead of powering off"
+stop
+qemu day2-d "" -machine pc,graphics=off "${disk[@]}"   # graphics=off: SeaBIOS prints to the serial port
+wait_for day2-d 'No bootable device' 120
+stop
+echo "smoke: d) upgrade rollback, upgrade, reset + power-off, disk no longer bootable: $((SECONDS - step)) s"
 echo "smoke: all passed in $((SECONDS - t0)) s"

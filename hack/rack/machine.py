@@ -60,8 +60,16 @@ class MachineSpec:
     manufacturer: str = "Trellis Labs"
     product: str = "Virtual Server"
     reboot_timeout_ms: int | None = None  # SeaBIOS reboots itself this long after "No bootable device"
+    # SMBIOS type 11 OEM strings, one ``-smbios type=11,value=...`` each; ``faults`` adds
+    # ``trellis-guest.fault=<fault>`` strings, which the Talos stand-in (hack/guest) reads at boot
+    # (e.g. "upgrade-rollback": an upgrade comes back with the old version).
+    oem_strings: tuple[str, ...] = ()
+    faults: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        # JSON configs give lists; keep the spec hashable.
+        object.__setattr__(self, "oem_strings", tuple(self.oem_strings))
+        object.__setattr__(self, "faults", tuple(self.faults))
         if self.firmware not in FIRMWARES:
             raise ValueError(f"{self.name}: firmware must be one of {FIRMWARES}")
         if self.disk_format not in ("raw", "qcow2"):
@@ -124,6 +132,7 @@ def build_argv(
     smbios = f"type=1,manufacturer={_opt(spec.manufacturer)},product={_opt(spec.product)},uuid={system_uuid}"
     if spec.serial:
         smbios += f",serial={_opt(spec.serial)}"
+    oem = [*spec.oem_strings, *(f"trellis-guest.fault={fault}" for fault in spec.faults)]
     argv = [
         qemu, "-name", f"{spec.name},process=rack-{spec.name}",
         "-accel", accel, "-machine", "pc,graphics=off",
@@ -131,6 +140,7 @@ def build_argv(
         "-nodefaults", "-display", "none", "-vga", "none", "-no-user-config",
         "-no-reboot",
         "-uuid", system_uuid, "-smbios", smbios,
+        *(arg for value in oem for arg in ("-smbios", f"type=11,value={_opt(value)}")),
         "-chardev", f"file,id=serial0,path={_opt(str(paths.serial_log))},append=on",
         "-serial", "chardev:serial0",
         "-qmp", f"unix:{_opt(str(paths.qmp))},server=on,wait=off",

@@ -5,7 +5,13 @@ Config (JSON)::
     {"network": {"netns": "lab", "bridge": "rackbr0", "address": "10.77.0.1/24"},   # optional defaults
      "machines": [{"name": "vm0", "mac": "52:54:00:00:00:01", "firmware": "bios", "memory": 512,
                    "disk_size": "2G", "serial": "SN0", "uuid": "...", "netns": "lab", "bridge": "rackbr0",
+                   "oem_strings": ["any=string"], "faults": ["upgrade-rollback"],
                    "bmc": {"protocol": "ipmi", "port": 16230, "username": "admin", "password": "pw"}}]}
+
+``oem_strings`` become SMBIOS type 11 OEM strings (``-smbios type=11,value=...``); ``faults`` add
+``trellis-guest.fault=<fault>`` strings for the Talos stand-in (docs/lab.md, "Faults"). A guest
+reset restarts the machine with its next boot device; a guest power-off (QMP SHUTDOWN reason
+``guest-shutdown``) leaves it off until its BMC powers it on.
 
 A machine without a namespace gets the rack's (one is created when none is named at all); bridges
 and taps are created when missing and removed at exit only if this process created them.
