@@ -98,6 +98,12 @@ def handle(sim: Simulator, method: str, path: str, query: dict[str, str], body: 
             body.get("policies"),
         )
         return {"ok": True}
+    if route == ("POST", "dhcp-client"):
+        from rossim.hooks_net import dhcp_client
+
+        return dhcp_client(
+            device, str(body["mac"]), str(body["server"]), body.get("host_name"), body.get("address")
+        )
     if route == ("POST", "flush"):
         device.save()
         return {"ok": True}
@@ -263,6 +269,11 @@ class ControlClient:
 
     def drop_connections(self, protocol: str = "any") -> int:
         return int(self.call("POST", "/drop", {"protocol": protocol})["dropped"])
+
+    def dhcp_client(self, mac: str, server: str, host_name: str | None = None) -> dict[str, Any]:
+        """A DHCP client with ``mac`` asks ``server``: a dynamic lease unless the MAC has a static one."""
+        body: dict[str, Any] = {"mac": mac, "server": server, "host_name": host_name}
+        return dict(self.call("POST", "/dhcp-client", body))
 
     def reset(self) -> None:
         self.call("POST", "/reset", {})

@@ -128,7 +128,19 @@ class LeaseHooks(Hooks):
         )
 
     def computed(self, device: Device, num: int, view: View) -> dict[str, Any]:
-        return {"status": "waiting", "last-seen": "never", "blocked": False, "radius": False}
+        seen = view.get("_seen_at")
+        if not view.get("dynamic") or seen is None:
+            return {"status": "waiting", "last-seen": "never", "blocked": False, "radius": False}
+        # A client holds it (dhcp_client below): bound, last seen as an age like 1m5s.
+        age = int(time.time() - float(seen))
+        left = max(0, int(float(view.get("_expires_at") or seen) - time.time()))
+        return {
+            "status": "bound",
+            "last-seen": ros_duration(age),
+            "expires-after": ros_duration(left),
+            "blocked": False,
+            "radius": False,
+        }
 
     def command(self, device: Device, verb: str, nums: list[int], args: Any, dialect: str) -> Any:
         if verb != "make-static":
@@ -223,3 +235,77 @@ def unique_hooks(path: str, keys: tuple[str, ...]) -> Hooks:
             require_unique(device, path, num, item, keys, errors.ALREADY_HAVE)
 
     return _Unique()
+
+
+def ros_duration(seconds: int) -> str:
+    """RouterOS' time value as printed: 1w2d3h4m5s, 0s for zero."""
+    out = ""
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size:
+            out += f"{seconds // size}{unit}"
+            seconds %= size
+    return out or "0s"
+
+
+def dhcp_client(
+    device: Device, mac: str, server: str, host_name: str | None = None, address: str | None = None
+) -> dict[str, Any]:
+    """A client asks ``server`` for DHCP: what RouterOS does to its lease table (test control).
+
+    A MAC with a static lease on the server gets that lease (only its last-seen moves); any other
+    MAC gets a dynamic lease (``dynamic=yes``, ``status=bound``) with the next free address of the
+    server's pool, renewed in place when the MAC asks again. No pool: no lease (RouterOS logs the
+    offer failure and stores nothing).
+    """
+    path = "ip/dhcp-server/lease"
+    mac = mac.upper()
+    with device.lock:
+        table = device.table(path)
+        mine = [
+            (num, item)
+            for num, item in table.items.items()
+            if str(item.get("mac-address", "")).upper() == mac
+            and item.get("server", "all") in (server, "all")
+        ]
+        servers = [v for _, v in device.rows("ip/dhcp-server") if v.get("name") == server]
+        if not servers:
+            raise errors.RosError(errors.NO_SUCH_ITEM, errors.CAT_MISSING)
+        lease_time = 1800
+        if mine:
+            num, item = mine[0]
+        else:
+            pool_name = servers[0].get("address-pool")
+            pools = [v for _, v in device.rows("ip/pool") if v.get("name") == pool_name]
+            if not pools:
+                return {}
+            used = {str(i.get("address")) for i in table.items.values() if i.get("address")}
+            address = address or _free_address(str(pools[0].get("ranges", "")), used)
+            if address is None:
+                return {}
+            num = table.counter[0]
+            table.counter[0] += 1
+            item = {"address": address, "mac-address": mac, "server": server, "dynamic": True}
+            table.items[num] = item
+            device._reindex(path, num, None, item)
+        item["_seen_at"] = time.time()
+        item["_expires_at"] = time.time() + lease_time
+        item["active-address"] = item.get("address")
+        item["active-mac-address"] = mac
+        if host_name:
+            item["host-name"] = host_name
+        device._changed(path, "set" if mine else "add", num)
+        return {k: v for k, v in item.items() if not k.startswith("_")}
+
+
+def _free_address(ranges: str, used: set[str]) -> str | None:
+    for part in ranges.split(","):
+        if "/" in part:
+            hosts = list(ipaddress.IPv4Network(part, strict=False).hosts())
+        else:
+            lo, _, hi = part.partition("-")
+            first, last = ipaddress.IPv4Address(lo), ipaddress.IPv4Address(hi or lo)
+            hosts = [ipaddress.IPv4Address(i) for i in range(int(first), int(last) + 1)]
+        for ip in hosts:
+            if str(ip) not in used:
+                return str(ip)
+    return None

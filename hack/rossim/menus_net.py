@@ -230,6 +230,7 @@ def network_menus() -> list[Menu]:
                 Field("allow-dual-stack-queue", "bool"),
                 Field("status", readonly=True),
                 Field("last-seen", readonly=True),
+                Field("expires-after", readonly=True, detail=False),
                 Field("host-name", readonly=True),
                 Field("active-address", readonly=True),
                 Field("active-mac-address", readonly=True),

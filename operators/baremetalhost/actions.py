@@ -11,6 +11,7 @@ from trellis.operators.baremetalhost.bmc import BootDevice
 
 
 class State(enum.StrEnum):
+    UNMANAGED = "Unmanaged"  # no spec.bmc (a discovered host): nothing is sent anywhere
     REGISTERING = "Registering"
     INSPECTING = "Inspecting"
     AVAILABLE = "Available"
@@ -24,6 +25,7 @@ class State(enum.StrEnum):
 
 class Event(enum.StrEnum):
     CREATED = "Created"
+    ADOPTED = "Adopted"  # spec.bmc set on an Unmanaged host
     REGISTERED = "Registered"
     REGISTERED_NO_INSPECTION = "RegisteredInspectionDisabled"
     REGISTERED_EXTERNAL = "RegisteredExternallyProvisioned"
@@ -38,6 +40,7 @@ class Event(enum.StrEnum):
     EXTERNAL_CLEARED = "ExternallyProvisionedCleared"
     DELETE_REQUESTED = "DeleteRequested"
     POWERED_OFF_FOR_DELETE = "PoweredOffForDelete"
+    REPROVISION_REQUESTED = "ReprovisionRequested"  # a new value of the reprovision annotation
 
 
 S, E = State, Event
@@ -79,6 +82,9 @@ class View:
     device_config_served: bool = False  # the device fetched its config since the install boot
     install_boot_age: float | None = None  # seconds since the install boot of this attempt
     provisioning_timeout: float = 1800.0
+    # The reprovision annotation's value when it has not been acted on (a consumer, e.g. the
+    # TalosDevice operator reinstalling a machine, asks for the install boot again).
+    reprovision: str | None = None
 
 
 # -- actions ------------------------------------------------------------------------------------
@@ -93,6 +99,7 @@ class Transition(Action):
     event: Event = E.CREATED
     clear_provisioning: bool = False
     install_boot_observed: bool | None = None
+    reprovision_for: str | None = None
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ async def delete_host(runner: HostRunner, body: dict[str, Any]) -> None:
     state = st.state_of(old)
     detached = DETACHED in (meta.get("annotations") or {})
     ever_registered = bool(old.get("goodCredentials"))
-    if not detached and ever_registered:
+    if not detached and ever_registered and spec.get("bmc"):
         prov["state"] = m.transition(state, m.Event.DELETE_REQUESTED).value
         await runner._write(old, new)
         old, new = new, copy.deepcopy(new)

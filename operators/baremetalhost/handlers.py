@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import os
 from typing import Any
 
 import kopf
@@ -15,9 +16,9 @@ from kubernetes.client.exceptions import ApiException
 
 from trellis import GROUP
 from trellis.api.common import normalize_mac
-from trellis.operators.baremetalhost import conflicts, install
+from trellis.operators.baremetalhost import conflicts, discovery, install
 from trellis.operators.baremetalhost.config import Settings
-from trellis.operators.baremetalhost.context import Context
+from trellis.operators.baremetalhost.context import Context, info
 from trellis.operators.baremetalhost.deletion import delete_host
 from trellis.operators.baremetalhost.host import HostRunner
 from trellis.operators.baremetalhost.reservations import HOST_LABEL
@@ -76,6 +77,12 @@ async def bmh_networks(namespace: str | None, name: str, spec: kopf.Spec, **_: A
     }
 
 
+@kopf.index(GROUP, VERSION, PLURAL)
+async def bmh_known(namespace: str | None, name: str, spec: kopf.Spec, **_: Any) -> dict[Any, Any]:
+    """Every MAC and name a host is known by -> (namespace, name), for discovery."""
+    return {key: (namespace or "", name) for key in discovery.known_keys(name, spec)}
+
+
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def host_changed(
     namespace: str | None, name: str, spec: kopf.Spec, bmh_macs: kopf.Index[Any, Any] | None = None, **_: Any
@@ -121,14 +128,60 @@ async def reservation_changed(
 
 @kopf.on.event(GROUP, VERSION, "networks")
 async def network_changed(
-    event: kopf.RawEvent, name: str, bmh_networks: kopf.Index[Any, Any] | None = None, **_: Any
+    event: kopf.RawEvent,
+    body: kopf.Body,
+    name: str,
+    bmh_networks: kopf.Index[Any, Any] | None = None,
+    bmh_known: kopf.Index[Any, Any] | None = None,
+    **_: Any,
 ) -> None:
-    """A Network that appears (or changes) lets its hosts reserve on it now, not at their next poll."""
+    """A Network that appears (or changes) lets its hosts reserve on it now, not at their next poll;
+    its observedLeases are turned into discovered hosts."""
     c = ctx()
     c.network_seen(name, event.get("type") != "DELETED")
     index: Any = bmh_networks or {}
     for namespace, host in index.get(name, []):
         c.wake(namespace, host)
+    if event.get("type") != "DELETED" and bmh_known is not None:
+        await _discover(copy.deepcopy(dict(body)), bmh_known)
+
+
+async def _discover(network: dict[str, Any], known: kopf.Index[Any, Any]) -> None:
+    def lookup(key: Any) -> list[Any]:
+        return list(known.get(key, []))
+
+    name = network["metadata"]["name"]
+    retry_in = await discoverer().network(network, lookup)
+    timer = discoverer().retry.pop(name, None)
+    if timer is not None:
+        timer.cancel()
+    if retry_in is not None:  # rate-limited: look again when the next token is there
+
+        def again() -> None:
+            discoverer().retry.pop(name, None)
+            task = asyncio.ensure_future(_discover(network, known))
+            _tasks.add(task)
+            task.add_done_callback(_tasks.discard)
+
+        discoverer().retry[name] = asyncio.get_running_loop().call_later(max(1.0, retry_in), again)
+
+
+_discoverers: list[discovery.Discoverer] = []
+_tasks: set[asyncio.Future[None]] = set()
+
+
+def discoverer() -> discovery.Discoverer:
+    if not _discoverers:
+
+        async def create(body: dict[str, Any]) -> Any:
+            return await ctx().kube.create_host(body["metadata"]["namespace"], body)
+
+        def event(obj: dict[str, Any], reason: str, message: str) -> None:
+            info(obj, reason, message)
+
+        namespace = os.environ.get("TRELLIS_NAMESPACE", "trellis-system")
+        _discoverers.append(discovery.Discoverer(create, event, namespace))
+    return _discoverers[0]
 
 
 @kopf.on.event(GROUP, VERSION, "talosdevices")

@@ -34,6 +34,7 @@ from trellis.operators.baremetalhost.sync import ReservationSync, WaitingFor
 
 ANN = "baremetalhost.trellis.dev/"
 PAUSED, DETACHED, REBOOT, INSPECT = ANN + "paused", ANN + "detached", ANN + "reboot", ANN + "inspect"
+REPROVISION = ANN + "reprovision"
 log = logging.getLogger(__name__)
 
 
@@ -43,6 +44,10 @@ class PendingPower:
     hard: bool
     issued: float
     first_issued: float
+
+
+def _unhonoured(request: str | None, honoured: str | None) -> str | None:
+    return request if request and request != honoured else None
 
 
 def reboot_mode(value: str | None) -> str | None:
@@ -88,6 +93,9 @@ class HostRunner:
                 "Detached",
                 "the operator does not contact the BMC of a detached host",
             )
+        elif not spec.get("bmc"):
+            await self.sync.run(body, new, index)  # NIC reservations and duplicate MACs as for any host
+            delay = await self._unmanaged(new)
         else:
             await self.sync.run(body, new, index)
             delay = await self._manage(body, spec, annotations, new)
@@ -130,6 +138,13 @@ class HostRunner:
             return max(5.0, self.ctx.settings.fast_poll)
         except (BMCError, SecretProblem, AddressError, install.InstallTimeout) as exc:
             return self._failed(body, state, action, exc, new)
+
+    async def _unmanaged(self, new: dict[str, Any]) -> float:
+        """No BMC to talk to (a discovered host, or bmc removed): stay Unmanaged until spec.bmc is set."""
+        await self.close()
+        self.pending, self.provisioned = None, None
+        self.bmc_condition = st.set_unmanaged(new)
+        return self.ctx.settings.resync_interval
 
     def _failed(
         self,
@@ -234,6 +249,7 @@ class HostRunner:
             reboot=reboot_mode(annotations.get(REBOOT)),
             registered=self.registered,
             powered_on=new.get("poweredOn"),
+            reprovision=_unhonoured(annotations.get(REPROVISION), prov.get("reprovisionedFor")),
             **install.view_inputs(self.ctx, self.namespace, self.name, spec, prov, self.sync.boot),
         )
 
@@ -258,6 +274,8 @@ class HostRunner:
                 prov.pop("installBootObserved", None)
             if action.install_boot_observed is not None:
                 prov["installBootObserved"] = action.install_boot_observed
+            if action.reprovision_for is not None:
+                prov["reprovisionedFor"] = action.reprovision_for
             info(body, reason=action.event.value, message=f"{before or 'new'} -> {action.to.value}")
             return 0.0
         if install.record(action, body, prov):

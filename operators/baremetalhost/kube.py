@@ -97,6 +97,12 @@ class Kube(ThreadedKube):
             GROUP, VERSION, namespace, HOSTS, name, {"metadata": {"annotations": annotations}},
         )  # fmt: skip
 
+    async def create_host(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        made: Any = await self._run(
+            self.custom.create_namespaced_custom_object, GROUP, VERSION, namespace, HOSTS, body
+        )
+        return cast(dict[str, Any], made)
+
     async def create_reservation(self, namespace: str, body: dict[str, Any]) -> None:
         await self._run(
             self.custom.create_namespaced_custom_object, GROUP, VERSION, namespace, RESERVATIONS, body

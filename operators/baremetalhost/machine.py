@@ -11,6 +11,7 @@ after the host was seen off with its boot device configured.
 Error is not a state (as in metal3): a failed action keeps the host in its state, sets
 errorType/errorMessage/errorCount and is retried with exponential backoff.
 
+    Unmanaged (no spec.bmc, e.g. discovered from DHCP) ──bmc set──► Registering
     Registering ──registered──► Inspecting ──inventory read──► Available
          │  └────────registered, inspection disabled──────────► Available
          └──────────registered, externallyProvisioned─────────► ExternallyProvisioned
@@ -19,6 +20,7 @@ errorType/errorMessage/errorCount and is retried with exponential backoff.
          stays Provisioning until the device reports its install, retried after a timeout)
     Available ──inspect annotation──► Inspecting
     Provisioning / Provisioned ──bootSource removed or changed──► Deprovisioning ──► Available
+    Provisioning / Provisioned ──reprovision annotation (new value)──► Provisioning (install boot again)
     Available ◄──externallyProvisioned cleared── ExternallyProvisioned
     deletion: PoweringOffBeforeDelete ──off (or retries used up)──► Deleting
 """
@@ -60,6 +62,7 @@ from trellis.operators.baremetalhost.bmc import BootDevice
 S, E = State, Event
 TRANSITIONS: dict[tuple[State | None, Event], State] = {
     (None, E.CREATED): S.REGISTERING,
+    (S.UNMANAGED, E.ADOPTED): S.REGISTERING,
     (S.REGISTERING, E.REGISTERED): S.INSPECTING,
     (S.REGISTERING, E.REGISTERED_NO_INSPECTION): S.AVAILABLE,
     (S.REGISTERING, E.REGISTERED_EXTERNAL): S.EXTERNALLY_PROVISIONED,
@@ -73,6 +76,8 @@ TRANSITIONS: dict[tuple[State | None, Event], State] = {
     (S.PROVISIONING, E.BOOT_SOURCE_CHANGED): S.DEPROVISIONING,
     (S.PROVISIONED, E.BOOT_SOURCE_CLEARED): S.DEPROVISIONING,
     (S.PROVISIONED, E.BOOT_SOURCE_CHANGED): S.DEPROVISIONING,
+    (S.PROVISIONED, E.REPROVISION_REQUESTED): S.PROVISIONING,
+    (S.PROVISIONING, E.REPROVISION_REQUESTED): S.PROVISIONING,
     (S.DEPROVISIONING, E.DEPROVISIONED): S.AVAILABLE,
     (S.POWERING_OFF_BEFORE_DELETE, E.POWERED_OFF_FOR_DELETE): S.DELETING,
 }
@@ -143,6 +148,8 @@ def plan(view: View) -> Action:
         return Transition(to=transition(None, E.CREATED), event=E.CREATED, reason="HostCreated")
     if state in (S.POWERING_OFF_BEFORE_DELETE, S.DELETING):
         return Wait(reason="Deleting")
+    if state == S.UNMANAGED:  # only planned once spec.bmc is set (host.py keeps it Unmanaged before)
+        return Transition(to=transition(state, E.ADOPTED), event=E.ADOPTED, reason="BMCAdded")
     if not view.registered:
         return Register(reason="CredentialsUnverified")
 
@@ -189,6 +196,13 @@ def plan(view: View) -> Action:
         if view.applied_boot_source and not _same_source(view.boot_source, view.applied_boot_source):
             event = E.BOOT_SOURCE_CHANGED
             return Transition(to=transition(state, event), event=event, reason="BootSourceChanged")
+        if view.reprovision:
+            # The install boot again, from its first step (power off, boot device, power on).
+            event = E.REPROVISION_REQUESTED
+            return Transition(
+                to=transition(state, event), event=event, reason="ReprovisionRequested",
+                clear_provisioning=True, reprovision_for=view.reprovision,
+            )  # fmt: skip
 
     if state == S.PROVISIONING:
         return _provisioning(view)

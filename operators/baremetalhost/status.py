@@ -64,6 +64,14 @@ def clear_error(status: dict[str, Any]) -> None:
     status["operationalStatus"] = "OK"
 
 
+def set_unmanaged(status: dict[str, Any]) -> tuple[str, str, str]:
+    """A host without spec.bmc: state Unmanaged, nothing observed; returns the BMCReachable condition."""
+    status.update(provisioning={"state": State.UNMANAGED.value}, operationalStatus="discovered")
+    for key in ("poweredOn", "errorType", "errorMessage", "errorCount"):
+        status.pop(key, None)
+    return ("False", "NoBMC", "spec.bmc is not set: add address and credentialsName")
+
+
 def finish_conditions(
     status: dict[str, Any],
     generation: int,
@@ -79,6 +87,8 @@ def finish_conditions(
     conds = status.get("conditions") or []
     if operational == "detached":
         ready = (False, "Detached", "the host is detached: the operator does not touch its BMC")
+    elif state == "Unmanaged":
+        ready = (False, "Unmanaged", "the host has no spec.bmc: set it to adopt the host")
     elif operational in ("error", "discovered"):
         ready = (False, status.get("errorType") or "Error", status.get("errorMessage") or "")
     elif state in {s.value for s in STEADY}:

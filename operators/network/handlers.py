@@ -19,6 +19,7 @@ from trellis.operators.network import dnsmasq, ipam, workload
 from trellis.operators.network.backends import DnsmasqBackend, RouterBackend
 from trellis.operators.network.desired import DEFAULT_TAG_PREFIX
 from trellis.operators.network.kube import Conflict, Kube
+from trellis.operators.network.observe import LeaseObserver
 from trellis.operators.network.reconcile import Reconciler, ReservationView, pending_status
 from trellis.operators.network.routers import Endpoints, probe
 from trellis.opkit.conditions import set_condition
@@ -27,6 +28,8 @@ from trellis.routeros.api import RouterClients
 
 TEST_MODE = bool(os.environ.get("TRELLIS_TEST_MODE"))
 RESYNC_SECONDS = float(os.environ.get("TRELLIS_NETWORK_RESYNC_SECONDS", "30" if TEST_MODE else "300"))
+# How often a Network with spec.discovery looks for DHCP clients without a reservation.
+DISCOVERY_SECONDS = float(os.environ.get("TRELLIS_NETWORK_DISCOVERY_SECONDS", "3" if TEST_MODE else "30"))
 DEBOUNCE_SECONDS = 0.25  # a pass starts once no change arrived for this long...
 DEBOUNCE_LIMIT = 2.0  # ...or this long after the first one, whichever comes first
 
@@ -53,8 +56,16 @@ class Runtime:
             tag_prefix=os.environ.get("TRELLIS_ROUTER_TAG", DEFAULT_TAG_PREFIX),
             drift_seconds=float(os.environ.get("TRELLIS_ROUTER_DRIFT_SECONDS", "600")),
         )
+        settings = workload.WorkloadSettings.from_env()
+        observer = LeaseObserver(
+            self.kube, self.router, settings, log_dir=os.environ.get("TRELLIS_DNSMASQ_LOG_DIR") or None
+        )
         self.reconciler = Reconciler(
-            self.kube, self.router, DnsmasqBackend(self.kube, workload.WorkloadSettings.from_env(), render)
+            self.kube,
+            self.router,
+            DnsmasqBackend(self.kube, settings, render),
+            observer=observer,
+            discovery_seconds=DISCOVERY_SECONDS,
         )
         self.wake: dict[str, asyncio.Event] = {}
         self.generations: dict[str, int | None] = {}  # reservation -> last spec generation seen

@@ -117,6 +117,29 @@ class Kube(ThreadedKube):
         else:
             await self._run(self.apps.create_namespaced_deployment, namespace, body)
 
+    async def pod_logs(self, namespace: str, selector: str, container: str, since_seconds: int) -> str:
+        """Recent log lines (with kubelet timestamps) of ``container`` in every Pod ``selector`` picks."""
+        pods: Any = await self._run(self.core.list_namespaced_pod, namespace, label_selector=selector)
+        chunks = []
+        for pod in pods.items:
+            if not pod.status or pod.status.phase not in ("Running", "Succeeded", "Failed"):
+                continue
+            try:
+                text = await self._run(
+                    self.core.read_namespaced_pod_log,
+                    pod.metadata.name,
+                    namespace,
+                    container=container,
+                    since_seconds=max(1, since_seconds),
+                    timestamps=True,
+                )
+            except ApiException as exc:
+                if exc.status in (400, 404):  # not started yet, or gone meanwhile
+                    continue
+                raise
+            chunks.append(str(text))
+        return "\n".join(chunks)
+
     async def delete_dnsmasq(self, namespace: str, name: str) -> bool:
         """Delete the Deployment and ConfigMap called ``name``; True if anything was there."""
         found = False

@@ -13,18 +13,22 @@ import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import kopf
 from pydantic import ValidationError
 
 from trellis import API_VERSION
+from trellis.api.common import normalize_mac
 from trellis.api.network import NetworkSpec, PXEOptions, ReservationPXEOptions
-from trellis.operators.network import ipam
+from trellis.operators.network import ipam, leases
 from trellis.operators.network.backends import DnsmasqBackend, Outcome, RouterBackend
 from trellis.operators.network.desired import Host
 from trellis.operators.network.kube import Kube
 from trellis.opkit.conditions import find, now_rfc3339, set_condition, without_times
+
+if TYPE_CHECKING:
+    from trellis.operators.network.observe import LeaseObserver
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 STATUS_WRITERS = 16
@@ -56,6 +60,8 @@ class Reconciler:
     kube: Kube
     router: RouterBackend
     dnsmasq: DnsmasqBackend
+    observer: LeaseObserver | None = None
+    discovery_seconds: float = 30.0
 
     async def reconcile_network(
         self,
@@ -122,6 +128,19 @@ class Reconciler:
         }
         if outcome.bridge:
             status["bridge"] = outcome.bridge
+        retry_in = outcome.retry_in
+        new_macs: list[str] = []
+        if spec.discovery is not None and spec.discovery.enabled and self.observer is not None:
+            seen = await self.observer.sightings(name, spec)
+            if seen is not None:
+                known = {normalize_mac(str(r.spec.get("mac", ""))) for r in reservations}
+                before = {e.get("mac") for e in old.get("observedLeases") or ()}
+                observed = leases.merge_observed(old.get("observedLeases"), seen, known)
+                status["observedLeases"] = observed or None
+                new_macs = [e["mac"] for e in observed if e["mac"] not in before]
+            retry_in = min(retry_in or self.discovery_seconds, self.discovery_seconds)
+        elif old.get("observedLeases"):
+            status["observedLeases"] = None
         became_ready = outcome.ok and not _ready(old)
         if outcome.ok and (outcome.writes or became_ready):
             status["lastSyncTime"] = now_rfc3339()
@@ -133,6 +152,10 @@ class Reconciler:
                 )
             elif not outcome.ok and _reason(old) != outcome.reason:
                 kopf.warn(as_body(net), reason=outcome.reason, message=outcome.message)
+            if new_macs:
+                listed = ", ".join(new_macs[:8]) + (" ..." if len(new_macs) > 8 else "")
+                message = f"DHCP from {len(new_macs)} MAC(s) without a reservation: {listed}"
+                kopf.event(as_body(net), type="Normal", reason="UnknownDHCPClient", message=message)
         if not outcome.ok:
             logger.warning("Network %s: %s: %s", name, outcome.reason, outcome.message)
         await self._reservation_statuses(reservations, result, outcome)
@@ -141,7 +164,7 @@ class Reconciler:
             "Network %s: pass complete (%d reservations, %d writes, %.2fs, backend %.2fs)",
             *(name, count, outcome.writes, took, backend_took),
         )
-        return outcome.retry_in
+        return retry_in
 
     async def _backends(
         self, name: str, uid: str, spec: NetworkSpec, hosts: list[Host], logger: Logger

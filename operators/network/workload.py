@@ -65,6 +65,11 @@ def _owner(network: str, uid: str) -> list[dict[str, Any]]:
     ]
 
 
+def object_labels(network: str) -> dict[str, str]:
+    """Labels of the managed dnsmasq's objects (and Pods) for ``network``."""
+    return _labels(network)
+
+
 def _labels(network: str) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": "dnsmasq",

@@ -151,8 +151,8 @@ class BareMetalHostSpec(TrellisModel):
                 field_path=".nics",
             ),
             Cel(
-                "!has(self.nics) || !has(self.bmc.mac) || self.nics.all(n, n.role != 'bmc' || "
-                "n.mac.lowerAscii() == self.bmc.mac.lowerAscii())",
+                "!has(self.nics) || !has(self.bmc) || !has(self.bmc.mac) || "
+                "self.nics.all(n, n.role != 'bmc' || n.mac.lowerAscii() == self.bmc.mac.lowerAscii())",
                 "the NIC with role bmc must have mac equal to bmc.mac",
                 field_path=".nics",
             ),
@@ -163,20 +163,30 @@ class BareMetalHostSpec(TrellisModel):
                 field_path=".nics",
             ),
             Cel(
-                "!has(self.bmc.mac) || self.bmc.mac.lowerAscii() != self.bootMACAddress.lowerAscii()",
+                "!has(self.bmc) || !has(self.bmc.mac) || "
+                "self.bmc.mac.lowerAscii() != self.bootMACAddress.lowerAscii()",
                 "bootMACAddress must not be the BMC's MAC address",
                 field_path=".bootMACAddress",
             ),
             Cel(
                 "!has(self.bootSource) || self.bootSource.via != 'virtualMedia' || "
-                "self.bmc.address.startsWith('redfish')",
+                "(has(self.bmc) && self.bmc.address.startsWith('redfish'))",
                 "virtual media needs a Redfish BMC",
                 field_path=".bootSource.via",
+            ),
+            Cel(
+                "!has(self.bootSource) || has(self.bmc)",
+                "a host without bmc (Unmanaged) cannot be provisioned: set bmc first",
+                field_path=".bootSource",
             ),
         )
     )
 
-    bmc: BMCDetails = Field(description="Baseboard management controller.")
+    bmc: BMCDetails | None = Field(
+        default=None,
+        description="Baseboard management controller. A host without it (e.g. discovered from DHCP) is "
+        "Unmanaged: nothing is sent to it until bmc is set, which adopts it (Registering).",
+    )
     boot_mac_address: MACAddress = Field(
         description="MAC address of the NIC the host network-boots from (never the BMC's)."
     )
@@ -269,6 +279,9 @@ class ProvisioningStatus(TrellisModel):
     install_timeouts: int | None = Field(
         default=None, ge=0, description="Install boots of this provisioning that timed out."
     )
+    reprovisioned_for: ShortText | None = Field(
+        default=None, description="Value of the reprovision annotation last acted on."
+    )
 
 
 class CPUInfo(TrellisModel):
@@ -334,7 +347,9 @@ class BareMetalHostStatus(ObservedStatus):
     """Observed state of a BareMetalHost."""
 
     operational_status: Literal["OK", "discovered", "error", "detached", ""] | None = Field(
-        default=None, description="OK, discovered (BMC details missing), error or detached."
+        default=None,
+        description="OK, discovered (BMC details or credentials missing, e.g. an Unmanaged host), error "
+        "or detached.",
     )
     provisioning: ProvisioningStatus | None = Field(default=None, description="Lifecycle.")
     powered_on: bool | None = Field(default=None, description="Power state last observed from the BMC.")

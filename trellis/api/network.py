@@ -179,6 +179,41 @@ _IN_CIDR = "(!isCIDR(self.cidr) || !isIP({ip}) || cidr(self.cidr).containsIP({ip
 _RANGE_SET = "has(self.dhcp) && has(self.dhcp.range)"
 
 
+class NetworkDiscovery(TrellisModel):
+    """Hardware discovery: MACs that ask this Network for DHCP without a reservation."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Publish unknown MACs in status.observedLeases (RouterOS dynamic leases, dnsmasq's DHCP "
+        "log) so the BareMetalHost operator can act on them.",
+    )
+    purpose: Literal["hosts", "bmcs"] = Field(
+        default="hosts",
+        description="hosts: an unknown MAC becomes a BareMetalHost without BMC (state Unmanaged); bmcs: the "
+        "Network carries BMCs, an unknown MAC is matched to a host by bmc.mac, else reported as unmatched.",
+    )
+    namespace: ObjectName | None = Field(
+        default=None,
+        description="Namespace of the discovered BareMetalHosts (default: the BareMetalHost operator's own).",
+    )
+    max_per_minute: int = Field(
+        default=10,
+        ge=1,
+        le=600,
+        description="At most this many hosts are created per minute from this Network.",
+    )
+
+
+class ObservedLease(TrellisModel):
+    """A MAC that asked this Network for DHCP and has no DHCPReservation on it."""
+
+    mac: MACAddress = Field(description="Client MAC address (lower case).")
+    ip: IPAddress | None = Field(default=None, description="Address it was offered or leased, if any.")
+    hostname: ShortText | None = Field(default=None, description="Host name the client sent, if any.")
+    first_seen: Timestamp = Field(description="When Trellis first saw it.")
+    last_seen: Timestamp = Field(description="When it was last seen (refreshed at most once a minute).")
+
+
 class NetworkSpec(TrellisModel):
     """Desired state of a Network."""
 
@@ -274,6 +309,9 @@ class NetworkSpec(TrellisModel):
         default=None, description="Managed dnsmasq placement (used when dhcp.server is dnsmasq)."
     )
     dns: NetworkDNS | None = Field(default=None, description="DNS records published for this network.")
+    discovery: NetworkDiscovery | None = Field(
+        default=None, description="Hardware discovery from DHCP requests without a reservation."
+    )
 
 
 class NetworkStatus(ObservedStatus):
@@ -294,6 +332,12 @@ class NetworkStatus(ObservedStatus):
         default=None,
         description="Address held by each reservation (<namespace>/<name> -> IP): the IPAM record, written "
         "only by the operator with optimistic concurrency, that keeps automatic allocations stable.",
+    )
+    observed_leases: list[ObservedLease] | None = Field(
+        default=None,
+        max_length=64,
+        description="With spec.discovery: MACs that asked for DHCP without a reservation, newest first "
+        "(bounded; the oldest are dropped).",
     )
 
 

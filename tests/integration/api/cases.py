@@ -367,6 +367,20 @@ CASES = [
         "bmh-boot-mac-is-bmc", "bmh", {"spec.bmc.mac": "0c:c4:7a:10:00:11"}, "spec.bootMACAddress", "BMC"
     ),
     Invalid(
+        "bmh-unmanaged-with-boot-source",
+        "bmh",
+        {"spec.bmc": DELETE, "spec.bootSource": {"type": "pxe"}},
+        "spec.bootSource",
+        "Unmanaged",
+    ),
+    Invalid(
+        "network-discovery-rate",
+        "network",
+        {"spec.discovery": {"maxPerMinute": 0}},
+        "spec.discovery.maxPerMinute",
+        "0",
+    ),
+    Invalid(
         "bmh-root-device-path",
         "bmh",
         {"spec.rootDeviceHints.deviceName": "sda"},

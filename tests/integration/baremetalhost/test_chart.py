@@ -34,8 +34,10 @@ def test_values_reach_the_operator_and_rbac_is_least_privilege(crds: ControlPlan
         )
         deployment = next(d for d in docs if d["kind"] == "Deployment")
         container = deployment["spec"]["template"]["spec"]["containers"][0]
-        env = {e["name"]: e["value"] for e in container["env"]}
+        env = {e["name"]: e.get("value") or e.get("valueFrom") for e in container["env"]}
         assert env["TRELLIS_BMH_POLL_INTERVAL"] == "45"
+        # Discovered hosts default to the release namespace.
+        assert env["TRELLIS_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
         assert container["command"] == ["trellis-baremetalhost-operator"]
         assert "--namespace=rack" in container["args"]
         cp.apply(docs, namespace=namespace)
@@ -54,6 +56,8 @@ def test_values_reach_the_operator_and_rbac_is_least_privilege(crds: ControlPlan
         assert can("get", "secrets")
         assert not can("list", "secrets")  # credentials are read by name, never listed
         assert not can("delete", "baremetalhosts.trellis.dev")
+        assert can("create", "baremetalhosts.trellis.dev", "rack")  # discovered hosts; never updated
+        assert not can("update", "baremetalhosts.trellis.dev")
         assert not can("update", "networks.trellis.dev")
     finally:
         cp.kubectl("delete", "clusterrole,clusterrolebinding", "rack-trellis-baremetalhost", check=False)

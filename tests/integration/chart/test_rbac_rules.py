@@ -31,9 +31,14 @@ OWN_KINDS = {
     "isocdrom": {"isocdroms"},
     "talosdevice": {"talosclusters", "talosdevices"},
 }
-# Writes on another operator's kinds. The only one: a BareMetalHost owns one DHCPReservation per
-# NIC (operators/baremetalhost/reservations.py); their status stays the network operator's.
-CROSS_WRITES = {("baremetalhost", "dhcpreservations"): {"create", "update", "delete"}}
+# Writes on another operator's kinds: a BareMetalHost owns one DHCPReservation per NIC
+# (operators/baremetalhost/reservations.py; their status stays the network operator's), and a
+# TalosDevice consumes its BareMetalHost: the reprovision annotation to reinstall, online false to
+# retire (operators/talosdevice/hardware.py, retire.py).
+CROSS_WRITES = {
+    ("baremetalhost", "dhcpreservations"): {"create", "update", "delete"},
+    ("talosdevice", "baremetalhosts"): {"patch"},
+}
 # Every write on trellis.dev an operator makes. kopf itself only PATCHes (finalizers, progress
 # annotations, status); the operators' own code patches too, except the BareMetalHost operator
 # replacing (update) the reservations it owns.
@@ -44,7 +49,8 @@ TRELLIS_WRITES = {
         "networks/status": PATCHED, "routers/status": PATCHED, "dhcpreservations/status": PATCHED,
     },
     "baremetalhost": {
-        "baremetalhosts": PATCHED, "baremetalhosts/status": PATCHED,
+        # create: discovered hosts (operators/baremetalhost/discovery.py); never update or delete.
+        "baremetalhosts": PATCHED | {"create"}, "baremetalhosts/status": PATCHED,
         "dhcpreservations": CROSS_WRITES[("baremetalhost", "dhcpreservations")],
     },
     "registry": {"registries": PATCHED, "registries/status": PATCHED},
@@ -52,6 +58,7 @@ TRELLIS_WRITES = {
     "talosdevice": {
         "talosclusters": PATCHED, "talosdevices": PATCHED,
         "talosclusters/status": PATCHED, "talosdevices/status": PATCHED,
+        "baremetalhosts": CROSS_WRITES[("talosdevice", "baremetalhosts")],
     },
 }  # fmt: skip
 # Secrets, by what each operator's code does with them.
@@ -78,6 +85,9 @@ WORKLOAD_WRITES = {
 }
 # Workload writes that must stay inside the release namespace (a Role, not a ClusterRole).
 RELEASE_NAMESPACE_ONLY = {"network": {("", "configmaps"), ("apps", "deployments")}}
+# Reads that must stay inside the release namespace: the managed dnsmasq's Pods and their logs
+# (hardware discovery reads dnsmasq's DHCP log; operators/network/observe.py).
+RELEASE_NAMESPACE_READS = {"network": {("", "pods"), ("", "pods/log")}}
 EVENTS = {("", "events"), ("events.k8s.io", "events")}
 # Never granted to an operator: a path to more privileges than the chart gives.
 NEVER = {
@@ -203,6 +213,21 @@ def test_other_writes_are_the_operators_own_objects(component: str) -> None:
                 problems.append(
                     f"{pair[0] or 'core'}/{pair[1]} writable beyond the release namespace: {rule}"
                 )
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("component", OPERATORS)
+def test_pod_reads_stay_in_the_release_namespace(component: str) -> None:
+    allowed = RELEASE_NAMESPACE_READS.get(component, set())
+    problems = []
+    for rule in _static(component).rules():
+        for pair in _pairs(rule):
+            if pair[0] != "" or not pair[1].startswith("pods"):
+                continue
+            if pair not in allowed:
+                problems.append(f"{pair[1]} is never read by {component}: {rule}")
+            elif rule.scope != SAMPLE_NAMESPACE or set(rule.verbs) - {"get", "list"}:
+                problems.append(f"{pair[1]} beyond a read in the release namespace: {rule}")
     assert not problems, "\n".join(problems)
 
 

@@ -192,3 +192,23 @@ def test_error_types_and_backoff() -> None:
     assert m.error_type(State.AVAILABLE, m.PowerOff()) == "PowerManagementError"
     assert m.error_type(State.INSPECTING, m.Inspect()) == "InspectionError"
     assert [m.backoff_seconds(n, 10, 600) for n in range(0, 9)] == [0, 10, 20, 40, 80, 160, 320, 600, 600]
+
+
+def test_reprovision_request_runs_the_install_boot_again() -> None:
+    provisioned = View(
+        state=State.PROVISIONED,
+        registered=True,
+        powered_on=True,
+        online=True,
+        boot_source=PXE_ONCE,
+        applied_boot_source=PXE_ONCE,
+        install_boot_observed=True,
+        step=m.STEP_LOCAL_BOOT,
+    )
+    assert isinstance(m.plan(provisioned), m.Idle)
+    action = m.plan(replace(provisioned, reprovision="uid/1"))
+    assert isinstance(action, m.Transition) and action.to == State.PROVISIONING
+    assert action.clear_provisioning and action.reprovision_for == "uid/1"
+    # Back in Provisioning the first step powers the machine off for the install boot.
+    again = replace(provisioned, state=State.PROVISIONING, step=None, install_boot_observed=False)
+    assert isinstance(m.plan(again), m.PowerOff)
