@@ -9,7 +9,7 @@ else
   mkdir -p "$RACK_RUN"
   start rack-assets python -m http.server 16380 --bind "$LAB_HOST" --directory "$REPO/build/lab/guest"
   python -m tests.support.rackup --node-json "$RUN/node/node.json" --assets-url "http://$LAB_HOST:16380" \
-    --ipmi-ports 16330,16331 --redfish-port 16343 --out "$RACK_RUN"
+    --ipmi-ports 16330,16331,16332 --redfish-port 16343 --out "$RACK_RUN"
   start rack python -m rack serve --config "$RACK_RUN/rack.json" --state-dir "$RACK_RUN" \
     --address "$LAB_HOST" --control-port 16339
   wait_http "http://$LAB_HOST:16339/machines" 60
@@ -22,5 +22,7 @@ else
   kubectl apply -f "$RACK_RUN/objects.yaml" >/dev/null
   echo "  vm-bios (IPMI, BIOS, approve it by hand), vm-uefi (IPMI, UEFI, approved in advance),"
   echo "  vm-redfish (Redfish, approved by a rule) booting; watch: kubectl get bmh,td -n trellis-system -w"
+  echo "  vm-new (IPMI :16332, no BareMetalHost, off): power it on to see it discovered:"
+  echo "    curl -X POST -d '{\"power\":\"on\"}' http://$LAB_HOST:16339/machines/vm-new"
   echo "  serial consoles: .run/rack/<machine>.serial   machines: curl http://$LAB_HOST:16339/machines"
 fi

@@ -18,6 +18,7 @@ reservations, no other hosts, and a host is never deleted by discovery.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -28,6 +29,9 @@ from trellis import API_VERSION
 from trellis.api.common import normalize_mac
 
 ANN = "baremetalhost.trellis.dev/"
+# Only machines seen asking recently become hosts: a deleted discovered host comes back when its
+# machine asks again, not from an old sighting still listed in the Network's status.
+RECENT_SECONDS = 600.0
 DISCOVERED_LABEL = ANN + "discovered-on"  # the Network (label value, truncated to 63)
 ANN_MAC, ANN_IP, ANN_HOSTNAME = ANN + "discovered-mac", ANN + "discovered-ip", ANN + "discovered-hostname"
 ANN_NETWORK, ANN_FIRST_SEEN = ANN + "discovered-network", ANN + "discovered-first-seen"
@@ -35,6 +39,15 @@ log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
 Holder = tuple[str, str]  # (namespace, name)
+
+
+def recently_seen(lease: Mapping[str, Any], now: dt.datetime, window: float = RECENT_SECONDS) -> bool:
+    stamp = str(lease.get("lastSeen") or lease.get("firstSeen") or "")
+    try:
+        seen = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return (now - seen).total_seconds() <= window
 
 
 def discovered_name(mac: str) -> str:
@@ -151,9 +164,12 @@ class Discoverer:
         name = str(network["metadata"]["name"])
         namespace = str(discovery.get("namespace") or self.default_namespace)
         per_minute = int(discovery.get("maxPerMinute", 10))
+        now = dt.datetime.now(dt.UTC)
         for lease in sorted(leases, key=lambda e: str(e.get("firstSeen", ""))):
             mac = normalize_mac(str(lease.get("mac", "")))
             if mac in self.created or holder_of(lease, lookup) is not None:
+                continue
+            if not recently_seen(lease, now):
                 continue
             if not self.limiter.take(name, per_minute):
                 wait = self.limiter.wait(name, per_minute)

@@ -51,9 +51,16 @@ class Server:
     approval: str  # discovered (approved by the test), known (TalosDevice made in advance), rule
     # The BareMetalHost's bootSource; None: PXE once, the Talos install flow.
     boot_source: dict[str, str] | None = None
+    role: str = "controlplane"
+    # Stand-in faults, set through the machine's SMBIOS OEM strings (docs/lab.md).
+    faults: tuple[str, ...] = ()
+    # False: the machine has a BMC in the rack but no BareMetalHost (found by DHCP discovery).
+    managed: bool = True
 
 
-def server(n: int, name: str, firmware: str, protocol: str, approval: str) -> Server:
+def server(
+    n: int, name: str, firmware: str, protocol: str, approval: str, role: str = "controlplane", **kw: Any
+) -> Server:
     """Machine number ``n`` (1-99): its SMBIOS UUID, MAC and reserved address follow from ``n``;
     machines approved by the rule get the rule's MAC prefix, the others a prefix it does not match."""
     prefix = RULE_PREFIX if approval == "rule" else "52:54:01:c0"
@@ -65,15 +72,23 @@ def server(n: int, name: str, firmware: str, protocol: str, approval: str) -> Se
         firmware,
         protocol,
         approval,
+        role=role,
+        **kw,
     )
 
 
-# The rack of test_4_rack.py and `make up`: one machine per approval path and BMC kind.
+# The rack of test_4_rack.py and `make up`: one machine per approval path and BMC kind, one
+# control plane and two workers. The second worker (in upgrade order) fails its upgrades.
 RACK_SERVERS = [
-    server(1, "vm-bios", "bios", "ipmi", "discovered"),
+    server(1, "vm-bios", "bios", "ipmi", "discovered", role="worker"),
     server(2, "vm-uefi", "uefi", "ipmi", "known"),
-    server(3, "vm-redfish", "bios", "redfish", "rule"),
+    server(3, "vm-redfish", "bios", "redfish", "rule", role="worker", faults=("upgrade-rollback",)),
 ]
+CONTROL_PLANE = RACK_SERVERS[1]
+# A machine with a BMC in the rack but no BareMetalHost, left off: powered on (its power button is
+# the rack's control endpoint), it asks for DHCP and is discovered (docs/baremetalhost.md).
+UNREGISTERED_SERVER = server(4, "vm-new", "bios", "ipmi", "discovered", role="worker", managed=False)
+ENDPOINT_NAME = "rack.trellis.test"
 
 
 @dataclass
@@ -172,8 +187,9 @@ def objects(
             "kind": "TalosCluster",
             "metadata": {"name": CLUSTER, "namespace": NS},
             "spec": {
-                # A DNS name, so several control planes need not own one endpoint address.
-                "endpoint": "https://rack.trellis.test:6443",
+                # A DNS name, so several control planes need not own one endpoint address; the
+                # machines resolve it through their /etc/hosts (workers ask its trustd there).
+                "endpoint": f"https://{ENDPOINT_NAME}:6443",
                 "talosVersion": "v1.12.0",
                 "kubernetesVersion": "1.35.0",
                 "installDisk": "/dev/vda",
@@ -183,10 +199,21 @@ def objects(
                         "name": "rack-rule",
                         "macPrefix": RULE_PREFIX,
                         "cidr": BOOT_CIDR,
-                        "role": "controlplane",
+                        "role": "worker",
                         "limit": 1,
                     }
                 ],
+                "patches": {
+                    "strategic": [
+                        {
+                            "machine": {
+                                "network": {
+                                    "extraHostEntries": [{"ip": CONTROL_PLANE.ip, "aliases": [ENDPOINT_NAME]}]
+                                }
+                            }
+                        }
+                    ]
+                },
                 "boot": {
                     "assetsURL": assets_url,
                     "extraKernelArgs": [
@@ -197,7 +224,7 @@ def objects(
             },
         },
     ]
-    for server in servers:
+    for server in (s for s in servers if s.managed):
         port = bmc_ports[server.name]
         address = (
             f"ipmi://{node.host_ip}:{port}"
@@ -236,7 +263,7 @@ def objects(
                     "spec": {
                         "mac": server.mac,
                         "clusterRef": CLUSTER,
-                        "role": "controlplane",
+                        "role": server.role,
                         "hostname": server.name,
                         "approval": "Approved",
                         "bareMetalHostRef": server.name,
@@ -258,6 +285,7 @@ def rack_config(node: NodeAddresses, servers: list[Server], bmc_ports: dict[str,
                 "uuid": s.uuid,
                 # A real server retries its boot order; SeaBIOS does when told to.
                 "reboot_timeout_ms": 3000,
+                "faults": list(s.faults),
                 "bmc": {
                     "protocol": s.protocol,
                     "port": bmc_ports[s.name],
@@ -302,6 +330,9 @@ def rack_lab(
         try:
             yield lab
         finally:
+            # Hosts deleted here must not come back as discovered hosts while the Network lives on.
+            off = json.dumps({"spec": {"discovery": {"enabled": False}}})
+            lab.kubectl("patch", "networks", NETWORK, "--type=merge", "-p", off, check=False)
             for kind in ("baremetalhosts", "talosdevices"):
                 lab.kubectl(
                     "delete",
@@ -353,11 +384,15 @@ def boot_through(lab: Lab, server: Server, started: float | None = None) -> dict
         return dev if dev and (dev.get("status") or {}).get("observed") else None
 
     def leased() -> bool:
+        # dnsmasq's log says so; a config change rolls its Pod and the new Pod's log starts empty,
+        # so iPXE's own report of the address on the serial console counts as well.
         logs = lab.kubectl("logs", "-n", NS, "-l", f"trellis.dev/network={NETWORK}", "--tail=-1", check=False)
-        return any(
+        if any(
             "DHCPACK" in line and server.ip in line and server.mac in line
             for line in logs.stdout.splitlines()
-        )
+        ):
+            return True
+        return f"net0: {server.ip}/" in lab.rack.serial_tail(server.name, 1_000_000)
 
     reached("DHCP lease from the managed dnsmasq", leased, SCRIPT)
     dev = reached("iPXE script from the boot service", device_seen, SCRIPT)
@@ -366,7 +401,7 @@ def boot_through(lab: Lab, server: Server, started: float | None = None) -> dict
 
     if server.approval == "discovered":
         assert dev["metadata"]["name"].startswith("mac-") and dev["spec"].get("approval") == "Pending"
-        approve = {"spec": {"approval": "Approved", "role": "controlplane", "bareMetalHostRef": server.name}}
+        approve = {"spec": {"approval": "Approved", "role": server.role, "bareMetalHostRef": server.name}}
         name = dev["metadata"]["name"]
         lab.kubectl("patch", "talosdevices", name, "-n", NS, "--type=merge", "-p", json.dumps(approve))
     elif server.approval == "rule":

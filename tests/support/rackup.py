@@ -1,7 +1,7 @@
 """The rack's files for `make up` (hack/up.d/85-rack.sh): the rack config and the objects to apply.
 
     python -m tests.support.rackup --node-json .run/node/node.json --assets-url http://HOST:PORT \\
-        --ipmi-ports 16330,16331 --redfish-port 16343 --out .run/rack
+        --ipmi-ports 16330,16331,16332 --redfish-port 16343 --out .run/rack
 
 Writes OUT/rack.json (for `python -m rack serve`) and OUT/objects.yaml (for `kubectl apply`): the
 same machines and objects as tests/integration/release/test_4_rack.py, on fixed ports.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.support.rackboot import RACK_SERVERS, NodeAddresses, objects, rack_config
+from tests.support.rackboot import RACK_SERVERS, UNREGISTERED_SERVER, NodeAddresses, objects, rack_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,10 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     info = json.loads(args.node_json.read_text())
     node = NodeAddresses(info["name"], info["node_ip"], info["host_ip"], info["netns"])
     ipmi = iter(int(p) for p in args.ipmi_ports.split(","))
-    ports = {s.name: (next(ipmi) if s.protocol == "ipmi" else args.redfish_port) for s in RACK_SERVERS}
+    servers = [*RACK_SERVERS, UNREGISTERED_SERVER]
+    ports = {s.name: (next(ipmi) if s.protocol == "ipmi" else args.redfish_port) for s in servers}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "rack.json").write_text(json.dumps(rack_config(node, RACK_SERVERS, ports), indent=2))
-    docs = objects(node, RACK_SERVERS, args.assets_url, ports)
+    (args.out / "rack.json").write_text(json.dumps(rack_config(node, servers, ports), indent=2))
+    docs = objects(node, servers, args.assets_url, ports)
     (args.out / "objects.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
     return 0
 

@@ -16,13 +16,23 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from tests.integration.release.conftest import Release
-from tests.support.rackboot import CLUSTER, NS, RACK_SERVERS, Lab, Server, boot_through, rack_lab
+from tests.support.rackboot import (
+    CLUSTER,
+    NS,
+    RACK_SERVERS,
+    UNREGISTERED_SERVER,
+    Lab,
+    Server,
+    boot_through,
+    rack_lab,
+)
 from tests.support.rackenv import GUEST_DIR, lab_client, qemu_unusable_reason, wait_stage
 from tests.support.release import BOOT_NODE_PORT, get_json
 from tests.support.rossim import RosSim, running_rossim
@@ -33,6 +43,7 @@ from trellis.operators.talosdevice.tokens import device_token, token_key
 pytestmark = pytest.mark.integration
 
 SERVERS = RACK_SERVERS
+NEW_SERVER = UNREGISTERED_SERVER
 
 
 ISO = "standin"
@@ -105,7 +116,10 @@ def lab(release: Release, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     ) as rds:
         try:
             with rack_lab(
-                release, [*SERVERS, ISO_SERVER], tmp_path_factory.mktemp("rack"), iso_objects(rds, router)
+                release,
+                [*SERVERS, ISO_SERVER, NEW_SERVER],
+                tmp_path_factory.mktemp("rack"),
+                iso_objects(rds, router),
             ) as lab:
                 yield lab
         finally:
@@ -223,6 +237,165 @@ def _ready_iso(lab: Lab) -> dict[str, Any] | None:
     status = json.loads(proc.stdout).get("status") or {}
     ok = any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions") or [])
     return status if ok and status.get("iqn") else None
+
+
+# --- day 2 on the installed machines (docs/talos.md "Day 2") ----------------------------------------
+WORKER, FAILING_WORKER = SERVERS[0], SERVERS[2]
+
+
+def api_calls(lab: Lab, server: Server, method: str) -> list[dict[str, str]]:
+    """What the machine's Talos API was asked, from the stand-in's console markers."""
+    return [
+        s.fields
+        for s in lab.rack.stages(server.name)
+        if s.name == "api-call" and s.fields.get("method") == method
+    ]
+
+
+def device_status(lab: Lab, server: Server) -> dict[str, Any]:
+    return dict((lab.device(server) or {}).get("status") or {})
+
+
+def test_day2_config_changes_apply_live_or_with_a_reboot(lab: Lab) -> None:
+    """A live change (nvme_tcp for the RDS CSI driver) reaches every machine without a reboot; a
+    change that needs one (machine.env) reboots only the machine it concerns, back from its disk."""
+    for server in SERVERS:
+        assert device_status(lab, server).get("phase") == "Installed", server.name
+    boots = {s.name: len(lab.rack.machine(s.name)["boots"]) for s in SERVERS}
+    patch = {"spec": {"storage": {"rdsCSI": True}}}
+    lab.kubectl("patch", "talosclusters", CLUSTER, "-n", NS, "--type=merge", "-p", json.dumps(patch))
+    for server in SERVERS:
+        config = wait_stage(
+            f"{server.name}: live config applied",
+            lambda s=server: (
+                (c := device_status(lab, s).get("config") or {}).get("appliedGeneration") == 2 and c
+            ),
+            120,
+            lab.diagnostics(server),
+        )
+        assert (config["state"], config["lastApplyMode"]) == ("InSync", "NO_REBOOT"), config
+        assert [c.get("result") for c in api_calls(lab, server, "ApplyConfiguration")] == ["applied"]
+    assert {s.name: len(lab.rack.machine(s.name)["boots"]) for s in SERVERS} == boots  # nobody rebooted
+
+    env = {
+        "spec": {"patches": {"strategic": [{"machine": {"env": {"HTTP_PROXY": "http://10.198.0.1:3128"}}}]}}
+    }
+    name = lab.device(WORKER)["metadata"]["name"]
+    lab.kubectl("patch", "talosdevices", name, "-n", NS, "--type=merge", "-p", json.dumps(env))
+    config = wait_stage(
+        f"{WORKER.name}: config applied with a reboot and back",
+        lambda: (
+            (c := device_status(lab, WORKER).get("config") or {}).get("appliedGeneration") == 3
+            and c.get("state") == "InSync"
+            and c
+        ),
+        300,
+        lab.diagnostics(WORKER),
+    )
+    assert config["lastApplyMode"] == "REBOOT"
+    modes = [(c.get("mode"), c.get("result")) for c in api_calls(lab, WORKER, "ApplyConfiguration")]
+    assert modes[1:] == [("NO_REBOOT", "error"), ("REBOOT", "reboot")], modes
+    rebooted = lab.rack.machine(WORKER.name)["boots"][boots[WORKER.name] :]
+    assert [b.get("cause") for b in rebooted] == ["guest-reset"] and rebooted[0]["device"] == "disk", rebooted
+
+
+def test_day2_rolling_upgrade_stops_at_the_failing_worker(lab: Lab) -> None:
+    """talosVersion v1.12.0 → v1.12.1: the control plane, then the first worker, then the second
+    worker, which comes back with the old release (its stand-in has the upgrade-rollback fault)."""
+    patch = {"spec": {"talosVersion": "v1.12.1"}}
+    lab.kubectl("patch", "talosclusters", CLUSTER, "-n", NS, "--type=merge", "-p", json.dumps(patch))
+
+    def failed() -> dict[str, Any] | None:
+        rollout = ((lab.get("talosclusters", CLUSTER) or {}).get("status") or {}).get("upgrade") or {}
+        return rollout if rollout.get("phase") == "Failed" else None
+
+    rollout = wait_stage("rollout stopped at a failure", failed, 900, lab.diagnostics(FAILING_WORKER))
+    assert rollout["failedDevice"] == lab.device(FAILING_WORKER)["metadata"]["name"], rollout
+    for server in (SERVERS[1], WORKER):
+        assert device_status(lab, server)["talosVersion"] == "v1.12.1", server.name
+        [upgraded] = [s for s in lab.rack.stages(server.name) if s.name == "upgraded"]
+        assert upgraded.fields.get("to") == "v1.12.1"
+    assert device_status(lab, FAILING_WORKER)["talosVersion"] == "v1.12.0"
+    assert any(s.name == "upgrade-rollback" for s in lab.rack.stages(FAILING_WORKER.name))
+    started = {s.name: api_calls(lab, s, "Upgrade") for s in SERVERS}
+    assert all(len(calls) == 1 for calls in started.values()), started
+    # Control plane first, then the workers in name order, each after the previous one came back.
+    order = sorted(SERVERS, key=lambda s: device_status(lab, s)["upgrade"]["started"])
+    assert [s.name for s in order] == [SERVERS[1].name, WORKER.name, FAILING_WORKER.name]
+
+
+def test_day2_reinstall_through_the_bmc_and_retire(lab: Lab) -> None:
+    """Reinstall: wipe + one-time network boot asked from the BareMetalHost, a fresh install.
+    Retire: deleting the device resets the machine through its Talos API and powers the host off."""
+    name = lab.device(WORKER)["metadata"]["name"]
+    boots = len(lab.rack.machine(WORKER.name)["boots"])
+    lab.kubectl("annotate", "talosdevices", name, "-n", NS, "talos.trellis.dev/reinstall=1")
+    show = lab.diagnostics(WORKER)
+
+    def reinstalled() -> bool:
+        new = lab.rack.machine(WORKER.name)["boots"][boots:]
+        st = device_status(lab, WORKER)
+        return (
+            any(b.get("device") == "pxe" for b in new)
+            and st.get("phase") == "Installed"
+            and bool(st.get("lastWipe"))
+        )
+
+    wait_stage("reinstalled through a BMC network boot", reinstalled, 600, show)
+    new = lab.rack.machine(WORKER.name)["boots"][boots:]
+    assert next(b for b in new if b.get("cause") != "guest-reset")["device"] == "pxe", new
+    host = lab.get("baremetalhosts", WORKER.name) or {}
+    assert ((host.get("status") or {}).get("provisioning") or {}).get("state") == "Provisioned"
+
+    lab.kubectl("delete", "talosdevices", name, "-n", NS, "--wait=true", "--timeout=120s")
+    [reset] = api_calls(lab, WORKER, "Reset")
+    assert (reset.get("reboot"), reset.get("result")) == ("false", "accepted"), reset
+    wait_stage(
+        "retired machine off",
+        lambda: lab.rack.machine(WORKER.name)["power"] == "off",
+        120,
+        show,
+    )
+    assert (lab.get("baremetalhosts", WORKER.name) or {})["spec"]["online"] is False
+
+
+def test_unknown_machine_is_discovered_once_and_adopted(lab: Lab) -> None:
+    """A machine nobody registered asks the managed dnsmasq for DHCP: exactly one BareMetalHost
+    (Unmanaged, no BMC) appears, from dnsmasq's log read through the kubelet; adding its BMC adopts
+    it into the normal lifecycle (docs/baremetalhost.md, "Discovery")."""
+    server, show = NEW_SERVER, lab.diagnostics(NEW_SERVER)
+    name = "discovered-" + server.mac.replace(":", "")
+    lab.rack.post(server.name, {"power": "on"})  # someone presses the power button
+    host = wait_stage("discovered host", lambda: lab.get("baremetalhosts", name), 240, show)
+    assert host["spec"].get("bmc") is None and host["spec"]["bootMACAddress"] == server.mac
+    labels = host["metadata"].get("labels") or {}
+    assert labels.get("baremetalhost.trellis.dev/discovered-on") == "rack-boot", labels
+    wait_stage(
+        "Unmanaged",
+        lambda: (
+            ((lab.get("baremetalhosts", name) or {}).get("status") or {}).get("provisioning", {}).get("state")
+            == "Unmanaged"
+        ),
+        60,
+        show,
+    )
+    # The machine keeps asking (iPXE retries its boot): still exactly one host for its MAC.
+    time.sleep(20)
+    hosts = get_json(lab.release.cp, "baremetalhosts", "-n", NS)["items"]
+    assert [h["metadata"]["name"] for h in hosts if h["spec"].get("bootMACAddress") == server.mac] == [name]
+
+    port = lab.rack.machine(server.name)["bmc"]["port"]
+    bmc = {"address": f"ipmi://{lab.release.node.spec.host_ip}:{port}", "credentialsName": "rack-bmc"}
+    adopt = {"spec": {"bmc": bmc, "online": False}}
+    lab.kubectl("patch", "baremetalhosts", name, "-n", NS, "--type=merge", "-p", json.dumps(adopt))
+
+    def available() -> bool:
+        status = (lab.get("baremetalhosts", name) or {}).get("status") or {}
+        return (status.get("provisioning") or {}).get("state") == "Available"
+
+    wait_stage("adopted host Available", available, 240, show)
+    # online: false: the adopted machine is powered off through its BMC.
+    wait_stage("adopted machine off", lambda: lab.rack.machine(server.name)["power"] == "off", 120, show)
 
 
 def test_deleting_a_host_powers_its_machine_off(lab: Lab) -> None:

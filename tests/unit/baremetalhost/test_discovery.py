@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from typing import Any
 
 import pytest
@@ -20,7 +21,8 @@ def _network(leases: list[dict[str, Any]], **discovery: Any) -> dict[str, Any]:
 
 
 def _lease(mac: str, hostname: str | None = None, ip: str = "10.0.0.100") -> dict[str, Any]:
-    lease = {"mac": mac, "ip": ip, "firstSeen": "2026-12-04T18:00:00Z", "lastSeen": "2026-12-04T18:00:00Z"}
+    seen = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # a machine asking right now
+    lease = {"mac": mac, "ip": ip, "firstSeen": seen, "lastSeen": seen}
     if hostname:
         lease["hostname"] = hostname
     return lease
@@ -153,3 +155,13 @@ def test_unmanaged_host_is_adopted_into_registering() -> None:
     action = m.plan(m.View(state=m.State.UNMANAGED))  # only planned once spec.bmc is set
     assert isinstance(action, m.Transition) and action.to == m.State.REGISTERING
     assert m.transition(m.State.UNMANAGED, m.Event.DELETE_REQUESTED) == m.State.POWERING_OFF_BEFORE_DELETE
+
+
+def test_only_recent_sightings_become_hosts() -> None:
+    from trellis.operators.baremetalhost.discovery import recently_seen
+
+    now = dt.datetime(2026, 12, 4, 12, 0, tzinfo=dt.UTC)
+    assert recently_seen({"lastSeen": "2026-12-04T11:55:00Z"}, now)
+    assert not recently_seen({"lastSeen": "2026-12-04T11:40:00Z"}, now)
+    assert recently_seen({"firstSeen": "2026-12-04T11:59:00Z"}, now)
+    assert not recently_seen({}, now)
