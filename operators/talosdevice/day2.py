@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import takewhile
 from typing import Any, Protocol
 
 from trellis.api.talos import TalosClusterSpec
@@ -295,7 +296,9 @@ class Day2Pass:
                 return []
             return cps[:1]
         batch = self.settings.worker_batch if self.settings else 1
-        return [m for m in todo if m.answered][: max(0, batch - len(inflight))]
+        # Strictly in order: a worker that does not answer holds the ones after it (hold it to
+        # let the rollout pass it by).
+        return list(takewhile(lambda m: bool(m.answered), todo[: max(0, batch - len(inflight))]))
 
     def _other_controlplanes_answer(self, m: Machine) -> bool:
         return all(o.answered for o in self.machines if o.role == "controlplane" and o is not m)

@@ -28,6 +28,10 @@ from trellis.operators.talosdevice.talosapi import (
     talos_versions,
 )
 
+# Version during day 2 decides whether a machine is there; a loaded machine gets more time than the
+# install probe's 3 s before it counts as down.
+DAY2_TIMEOUT = 6.0
+
 
 def api_port() -> int:
     return int(os.environ.get("TRELLIS_TALOS_API_PORT", str(TALOS_API_PORT)))
@@ -73,7 +77,7 @@ def run_day2(
             )
         )
     annotations = cluster["metadata"].get("annotations") or {}
-    client = TalosClient(ClientCredentials.admin_of(bundle), api_port())
+    client = TalosClient(ClientCredentials.admin_of(bundle), api_port(), DAY2_TIMEOUT)
     return Day2Pass(
         spec,
         (cluster.get("status") or {}).get("upgrade"),

@@ -242,3 +242,12 @@ def test_apply_errors(code: str, state: str) -> None:
 
     result = run(spec(), [machine("w1", text="cfg-b")], Refusing({"w1": "v1.12.0"}))
     assert result.devices["w1"]["config"]["state"] == state
+
+
+def test_a_silent_worker_holds_the_ones_after_it() -> None:
+    talos = FakeTalos({"w1": None, "w2": "v1.12.0"})
+    result = run(spec("v1.12.1"), [machine("w1"), machine("w2")], talos)
+    assert talos.calls == [] and "w1" in result.cluster_upgrade["message"]
+    talos = FakeTalos({"w1": None, "w2": "v1.12.0"})
+    run(spec("v1.12.1"), [machine("w1", held=True), machine("w2")], talos)
+    assert talos.calls == [("upgrade", "w2", "ghcr.io/siderolabs/installer:v1.12.1")]
