@@ -78,11 +78,13 @@ def server(
 
 
 # The rack of test_4_rack.py and `make up`: one machine per approval path and BMC kind, one
-# control plane and two workers. The second worker (in upgrade order) fails its upgrades.
+# control plane and two workers. Workers upgrade in the order of their TalosDevices' names
+# (mac-525400c00003 for vm-redfish, then mac-525401c00001 for vm-bios): the second one, vm-bios,
+# fails its upgrades.
 RACK_SERVERS = [
-    server(1, "vm-bios", "bios", "ipmi", "discovered", role="worker"),
+    server(1, "vm-bios", "bios", "ipmi", "discovered", role="worker", faults=("upgrade-rollback",)),
     server(2, "vm-uefi", "uefi", "ipmi", "known"),
-    server(3, "vm-redfish", "bios", "redfish", "rule", role="worker", faults=("upgrade-rollback",)),
+    server(3, "vm-redfish", "bios", "redfish", "rule", role="worker"),
 ]
 CONTROL_PLANE = RACK_SERVERS[1]
 # A machine with a BMC in the rack but no BareMetalHost, left off: powered on (its power button is

@@ -240,7 +240,10 @@ def _ready_iso(lab: Lab) -> dict[str, Any] | None:
 
 
 # --- day 2 on the installed machines (docs/talos.md "Day 2") ----------------------------------------
-WORKER, FAILING_WORKER = SERVERS[0], SERVERS[2]
+# vm-bios: the reboot apply, the failing upgrade (its stand-in has the rollback fault), reinstall
+# and retire; vm-redfish upgrades first among the workers (its device's name sorts first).
+WORKER = FAILING_WORKER = SERVERS[0]
+FIRST_WORKER = SERVERS[2]
 
 
 def api_calls(lab: Lab, server: Server, method: str) -> list[dict[str, str]]:
@@ -300,8 +303,12 @@ def test_day2_config_changes_apply_live_or_with_a_reboot(lab: Lab) -> None:
 
 
 def test_day2_rolling_upgrade_stops_at_the_failing_worker(lab: Lab) -> None:
-    """talosVersion v1.12.0 → v1.12.1: the control plane, then the first worker, then the second
-    worker, which comes back with the old release (its stand-in has the upgrade-rollback fault)."""
+    """talosVersion v1.12.0 → v1.12.1: the control plane, then the workers in the order of their
+    devices' names; the second comes back with the old release (the upgrade-rollback fault)."""
+    workers = sorted(
+        (s for s in SERVERS if s.role == "worker"), key=lambda s: lab.device(s)["metadata"]["name"]
+    )
+    assert workers == [FIRST_WORKER, FAILING_WORKER]
     patch = {"spec": {"talosVersion": "v1.12.1"}}
     lab.kubectl("patch", "talosclusters", CLUSTER, "-n", NS, "--type=merge", "-p", json.dumps(patch))
 
@@ -311,7 +318,7 @@ def test_day2_rolling_upgrade_stops_at_the_failing_worker(lab: Lab) -> None:
 
     rollout = wait_stage("rollout stopped at a failure", failed, 900, lab.diagnostics(FAILING_WORKER))
     assert rollout["failedDevice"] == lab.device(FAILING_WORKER)["metadata"]["name"], rollout
-    for server in (SERVERS[1], WORKER):
+    for server in (SERVERS[1], FIRST_WORKER):
         assert device_status(lab, server)["talosVersion"] == "v1.12.1", server.name
         [upgraded] = [s for s in lab.rack.stages(server.name) if s.name == "upgraded"]
         assert upgraded.fields.get("to") == "v1.12.1"
@@ -321,7 +328,7 @@ def test_day2_rolling_upgrade_stops_at_the_failing_worker(lab: Lab) -> None:
     assert all(len(calls) == 1 for calls in started.values()), started
     # Control plane first, then the workers in name order, each after the previous one came back.
     order = sorted(SERVERS, key=lambda s: device_status(lab, s)["upgrade"]["started"])
-    assert [s.name for s in order] == [SERVERS[1].name, WORKER.name, FAILING_WORKER.name]
+    assert [s.name for s in order] == [SERVERS[1].name, FIRST_WORKER.name, FAILING_WORKER.name]
 
 
 def test_day2_reinstall_through_the_bmc_and_retire(lab: Lab) -> None:
