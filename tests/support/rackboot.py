@@ -176,6 +176,8 @@ def objects(
                         "ipxeScriptURL": f"{boot_url}/boot.ipxe",
                     },
                 },
+                # Machines without a reservation asking here become discovered hosts (vm-new).
+                "discovery": {"namespace": NS},
                 "dnsmasq": {
                     "nodeName": node.name,
                     "interface": BOOT_BRIDGE,
