@@ -276,17 +276,15 @@ def devices_pass(
         changes = o.status_changes(obj.get("status"), desired)
         if changes:
             kube.patch_status(DEVICES, meta["namespace"], fact.name, changes)
-        if request and verdict is not None and verdict.ok:
-            # After the phase is back to Approved: the host waits for the device's new install.
-            result.events.append((obj, *start_reinstall(kube, obj, host, request)))
-            if "hostDisk" in changes:
-                result.again_in = min(
-                    result.again_in or 1.0, 1.0
-                )  # the render reads status.hostDisk: judge again with it
+            if "hostDisk" in changes:  # the render reads status.hostDisk: judge again with it
+                result.again_in = min(result.again_in or 1.0, 1.0)
             before = _ready(obj.get("status"))
             after = _ready(desired)
             if before != after and after is not None:
                 result.events.append((obj, after[1], after[2], not after[0]))
+        if request and verdict is not None and verdict.ok:
+            # After the phase is back to Approved: the host waits for the device's new install.
+            result.events.append((obj, *start_reinstall(kube, obj, host, request)))
     if day2 is not None:
         by_name = {_name(obj): obj for obj in items}
         result.events += [(by_name.get(n, cluster), r, m, w) for n, r, m, w in day2.events]
