@@ -47,9 +47,10 @@ def parse_time(text: str) -> dt.datetime:
     text = text.replace("Z", "+00:00")
     if "." in text:  # kubelet prints nanoseconds; fromisoformat takes at most microseconds
         head, _, tail = text.partition(".")
-        digits = "".join(c for c in tail if c.isdigit())
+        digits = tail[: len(tail) - len(tail.lstrip("0123456789"))]  # the fraction, not the offset
         text = f"{head}.{digits[:6]}{tail[len(digits) :]}"
-    return dt.datetime.fromisoformat(text)
+    when = dt.datetime.fromisoformat(text)
+    return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
 
 
 def parse_dnsmasq_log(text: str, now: dt.datetime) -> list[Sighting]:

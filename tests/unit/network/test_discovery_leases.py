@@ -76,3 +76,11 @@ def test_merge_is_idempotent_bounded_and_skips_known_macs() -> None:
     many = [Sighting(f"52:54:00:00:01:{i:02x}", NOW + dt.timedelta(seconds=i)) for i in range(100)]
     bounded = merge_observed(None, many, known=set(), limit=64)
     assert len(bounded) == 64 and bounded[0]["mac"] == "52:54:00:00:01:63"  # newest kept, newest first
+
+
+def test_kubelet_nanosecond_stamps_keep_their_zone() -> None:
+    from trellis.operators.network.leases import parse_time
+
+    when = parse_time("2026-12-04T21:11:30.963234041Z")
+    assert when.tzinfo is not None and when.microsecond == 963234
+    assert parse_time("2026-12-04T21:11:30.5+02:00").utcoffset().total_seconds() == 7200
