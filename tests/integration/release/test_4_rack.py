@@ -366,11 +366,6 @@ def test_day2_reinstall_through_the_bmc_and_retire(lab: Lab) -> None:
     assert (lab.get("baremetalhosts", WORKER.name) or {})["spec"]["online"] is False
 
 
-@pytest.mark.skip(
-    reason="discovery from the managed dnsmasq's log read through the kubelet's pod log API creates no "
-    "host for the rack's unregistered VM yet (not found in time); the same chain with dnsmasq's log "
-    "file is tested in tests/integration/baremetalhost/test_discovery.py"
-)
 def test_unknown_machine_is_discovered_once_and_adopted(lab: Lab) -> None:
     """A machine nobody registered asks the managed dnsmasq for DHCP: exactly one BareMetalHost
     (Unmanaged, no BMC) appears, from dnsmasq's log read through the kubelet; adding its BMC adopts
